@@ -1,0 +1,108 @@
+"""Aperture photometry with masks, a clipped local-sky annulus and full errors.
+
+Fluxes are in ADU on the background-subtracted image; the annulus removes the
+residual sky left by the 2-D background map.  Errors combine source photons
+(gain), sky and read noise (the measured background RMS), and the uncertainty
+of the local sky level.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import sep_x as sep
+from astropy.stats import sigma_clipped_stats
+
+from .detect import FLAG_EDGE, FLAG_MASKED, FLAG_SATURATED, FLAG_SKY_POOR
+
+MAG_PER_FLUX_ERR = 2.5 / np.log(10)   # 1.0857: d(mag) = 1.0857 d(flux)/flux
+
+
+@dataclass
+class LocalSky:
+    level: np.ndarray      # residual sky per pixel (ADU)
+    sigma: np.ndarray      # clipped standard deviation per pixel (ADU)
+    npix: np.ndarray       # usable annulus pixels
+
+
+def annulus_offsets(r_in, r_out):
+    """Integer pixel offsets (dy, dx) whose centres lie in the annulus."""
+    n = int(np.ceil(r_out))
+    dy, dx = np.mgrid[-n:n + 1, -n:n + 1]
+    r = np.hypot(dx, dy)
+    keep = (r >= r_in) & (r <= r_out)
+    return dy[keep], dx[keep]
+
+
+def local_sky(data_sub, x, y, r_in, r_out, exclude):
+    """Sigma-clipped (3 sigma) median and std of each source's sky annulus.
+
+    ``exclude`` marks pixels not to use (masked pixels and source footprints).
+    All annuli are gathered into one (n_sources, n_pixels) array, so the cost
+    is a few vectorised passes whatever the number of sources.
+    """
+    h, w = data_sub.shape
+    dy, dx = annulus_offsets(r_in, r_out)
+    level = np.zeros(x.size)
+    sigma = np.zeros(x.size)
+    npix = np.zeros(x.size, dtype=int)
+    ix, iy = np.round(x).astype(int), np.round(y).astype(int)
+    for start in range(0, x.size, 2000):            # bounded memory
+        sl = slice(start, start + 2000)
+        py = iy[sl, None] + dy[None, :]
+        px = ix[sl, None] + dx[None, :]
+        inside = (px >= 0) & (px < w) & (py >= 0) & (py < h)
+        pyc, pxc = np.clip(py, 0, h - 1), np.clip(px, 0, w - 1)
+        values = data_sub[pyc, pxc]
+        unusable = ~inside | exclude[pyc, pxc]
+        _, med, std = sigma_clipped_stats(values, mask=unusable, axis=1, sigma=3.0, maxiters=5)
+        level[sl] = np.ma.filled(np.ma.asarray(med), np.nan)
+        sigma[sl] = np.ma.filled(np.ma.asarray(std), np.nan)
+        npix[sl] = (~unusable).sum(axis=1)
+    return LocalSky(level=level, sigma=sigma, npix=npix), dy.size
+
+
+def measure(data_sub, x, y, radii, rms, gain, bad, saturated, sky, n_annulus_nominal):
+    """Fluxes, errors and flags for every radius (pixels).
+
+    Returns dict radius -> (flux, flux_err), and the per-source flags of the
+    calibration (first) radius combined over all radii.
+    """
+    h, w = data_sub.shape
+    results = {}
+    flags = np.zeros(x.size, dtype=np.int32)
+    saturated_f = saturated.astype(np.float32)
+    sky_level = np.nan_to_num(sky.level)
+    sky_var_per_pix = np.where(sky.npix > 0, sky.sigma ** 2 / np.maximum(sky.npix, 1), 0.0)
+    for r in radii:
+        flux, flux_err, sep_flag = sep.sum_circle(data_sub, x, y, r, err=rms, gain=gain,
+                                                  mask=bad, subpix=5)
+        area = np.pi * r ** 2
+        flux = flux - sky_level * area
+        flux_err = np.sqrt(flux_err ** 2 + area ** 2 * np.nan_to_num(sky_var_per_pix))
+        results[r] = (flux, flux_err)
+        flags |= np.where(sep_flag & sep.APER_HASMASKED, FLAG_MASKED, 0).astype(np.int32)
+        flags |= np.where(sep_flag & sep.APER_TRUNC, FLAG_EDGE, 0).astype(np.int32)
+        sat_sum, _, _ = sep.sum_circle(saturated_f, x, y, r, subpix=1)
+        flags |= np.where(sat_sum > 0, FLAG_SATURATED, 0).astype(np.int32)
+    flags |= np.where(sky.npix < 0.5 * n_annulus_nominal, FLAG_SKY_POOR, 0).astype(np.int32)
+    return results, flags
+
+
+def instrumental_mag(flux, flux_err, exptime):
+    """-2.5 log10(flux / exptime) and its error; NaN for non-positive flux."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        positive = flux > 0
+        mag = np.where(positive, -2.5 * np.log10(np.where(positive, flux, 1.0) / exptime), np.nan)
+        err = np.where(positive, MAG_PER_FLUX_ERR * flux_err / np.where(positive, flux, 1.0), np.nan)
+    return mag, err
+
+
+def aperture_correction(mag_small, mag_large, err_small, use):
+    """Median (mag_large - mag_small) over clean bright stars, with its error.
+
+    Adding it to a small-aperture magnitude gives the large-aperture one.
+    """
+    diff = (mag_large - mag_small)[use & np.isfinite(mag_large) & np.isfinite(mag_small)]
+    if diff.size < 3:
+        return 0.0, np.nan, 0
+    _, med, std = sigma_clipped_stats(diff, sigma=3.0)
+    return float(med), float(1.2533 * std / np.sqrt(diff.size)), int(diff.size)

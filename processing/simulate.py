@@ -1,0 +1,297 @@
+"""Sky simulator with ground truth, for tests, the benchmark and the demo.
+
+A frame is rendered from a Gaia-schema catalogue: stars at known positions
+(WCS with SIP distortion), Moffat PSF whose FWHM varies linearly across the
+field, sky with a gradient, Poisson and read noise, gain, saturation, hot
+pixels and cosmic rays.  Instrumental magnitudes follow
+
+    m_inst = m_ref - ZP - colour_term * (BP - RP),   m_inst = -2.5 log10(flux_ADU / EXPTIME)
+
+where ``m_ref`` is the Gaia magnitude of the band's reference (G, BP or RP).
+The header WCS can be offset, rotated or removed to exercise refinement and
+solving; the true WCS stays in ``SimulatedFrame.true_wcs``.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+from astropy.time import Time
+from astropy.wcs import WCS
+
+from .filters import canonical_band
+from .refcat import GAIA_MAG_COLUMN, read_gaia_package
+
+
+@dataclass
+class SimulatedFrame:
+    image: np.ndarray          # ADU, float32 holding integers
+    header: fits.Header        # what the observer would submit
+    truth: Table               # one row per star: catalogue columns + x, y, flux_adu
+    catalogue: Table           # Gaia-schema reference catalogue at epoch 2016.0
+    true_wcs: WCS
+    params: dict               # zero_point, colour_term, fwhm_px, beta, sky_adu, gain, ...
+
+    def write(self, path):
+        fits.PrimaryHDU(self.image, self.header).writeto(path, overwrite=True)
+        return path
+
+    def moffat_alpha(self, fwhm):
+        beta = self.params["beta"]
+        return fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
+
+    def encircled_energy(self, radius_px, fwhm):
+        """Fraction of a Moffat star's flux inside ``radius_px``."""
+        alpha = self.moffat_alpha(fwhm)
+        return 1.0 - (1.0 + (radius_px / alpha) ** 2) ** (1.0 - self.params["beta"])
+
+    def pixel_noise_adu(self, sky_adu):
+        """Per-pixel background noise (ADU): sky photons and read noise."""
+        gain, rdnoise = self.params["gain"], self.params["rdnoise"]
+        return np.sqrt(sky_adu * gain + rdnoise ** 2) / gain
+
+    def expected_mag_error(self, flux_adu, x, y, radius_px, n_annulus_px=np.inf):
+        """Photon + read + sky noise of an aperture magnitude (mag)."""
+        fwhm = self.fwhm_at(x, y)
+        f_ap = flux_adu * self.encircled_energy(radius_px, fwhm)
+        npix = np.pi * radius_px ** 2
+        sigma_pix = self.pixel_noise_adu(self.sky_at(x, y))
+        var = f_ap / self.params["gain"] + npix * sigma_pix ** 2 * (1.0 + npix / n_annulus_px)
+        return 2.5 / np.log(10) * np.sqrt(var) / f_ap
+
+    def limiting_mag(self, radius_px, nsigma=5.0):
+        """Magnitude (band system, colour 0) of a star detected at ``nsigma``
+        in an aperture of ``radius_px`` at the field centre, after correction
+        of that aperture to total flux."""
+        h, w = self.image.shape
+        x, y = 0.5 * (w - 1), 0.5 * (h - 1)
+        ee = self.encircled_energy(radius_px, self.fwhm_at(x, y))
+        npix = np.pi * radius_px ** 2
+        bg_var = npix * self.pixel_noise_adu(self.sky_at(x, y)) ** 2
+        g = self.params["gain"]
+        # solve f = n * sqrt(f/g + bg_var) for the flux in the aperture
+        f_ap = 0.5 * (nsigma ** 2 / g + np.sqrt(nsigma ** 4 / g ** 2 + 4 * nsigma ** 2 * bg_var))
+        return self.params["zero_point"] - 2.5 * np.log10(f_ap / ee / self.params["exptime"])
+
+    def fwhm_at(self, x, y):
+        p = self.params
+        h, w = self.image.shape
+        return p["fwhm_px"] * (1.0 + p["fwhm_gradient"] * ((np.asarray(x) / (w - 1) - 0.5)
+                                                          + (np.asarray(y) / (h - 1) - 0.5)))
+
+    def sky_at(self, x, y):
+        p = self.params
+        h, w = self.image.shape
+        return p["sky_adu"] * (1.0 + p["sky_gradient"] * (np.asarray(x) / (w - 1) - 0.5))
+
+
+def make_wcs(shape, ra, dec, pixscale_arcsec, rotation_deg=0.0, sip=True, flip=False):
+    """TAN (-SIP) WCS centred on the frame; ``flip`` mirrors the parity."""
+    h, w = shape
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN-SIP", "DEC--TAN-SIP"] if sip else ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [ra, dec]
+    wcs.wcs.crpix = [0.5 * (w + 1), 0.5 * (h + 1)]
+    scale = pixscale_arcsec / 3600.0
+    rot = np.radians(rotation_deg)
+    parity = 1.0 if flip else -1.0
+    # CD = scale * R(rot) * diag(parity, 1): parity -1 is the usual East-left sky
+    wcs.wcs.cd = scale * np.array([[parity * np.cos(rot), -np.sin(rot)],
+                                   [parity * np.sin(rot), np.cos(rot)]])
+    wcs.wcs.radesys = "ICRS"
+    wcs.wcs.equinox = 2000.0
+    if sip:
+        from astropy.wcs import Sip
+        r = 0.5 * max(w, h)
+        a = np.zeros((4, 4))
+        b = np.zeros((4, 4))
+        # about 1 px of barrel-like distortion at the frame edge
+        a[2, 0], a[0, 2], a[1, 1] = 0.6 / r ** 2, 0.3 / r ** 2, -0.4 / r ** 2
+        b[0, 2], b[2, 0], b[1, 1] = 0.5 / r ** 2, -0.3 / r ** 2, 0.35 / r ** 2
+        a[3, 0], b[0, 3] = 0.4 / r ** 3, 0.4 / r ** 3
+        wcs.sip = Sip(a, b, None, None, wcs.wcs.crpix)
+    return wcs
+
+
+def perturb_wcs(wcs, offset_arcsec=0.0, rotation_deg=0.0, keep_sip=False):
+    """Header WCS as a rough telescope pointing would give it: shifted along
+    +Dec by ``offset_arcsec`` and rotated by ``rotation_deg``, SIP dropped."""
+    out = WCS(naxis=2)
+    out.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    out.wcs.crpix = wcs.wcs.crpix
+    out.wcs.crval = [wcs.wcs.crval[0], wcs.wcs.crval[1] + offset_arcsec / 3600.0]
+    rot = np.radians(rotation_deg)
+    rmat = np.array([[np.cos(rot), -np.sin(rot)], [np.sin(rot), np.cos(rot)]])
+    out.wcs.cd = rmat @ wcs.wcs.cd
+    out.wcs.radesys = "ICRS"
+    out.wcs.equinox = 2000.0
+    if keep_sip and wcs.sip is not None:
+        out.wcs.ctype = list(wcs.wcs.ctype)
+        out.sip = wcs.sip
+    return out
+
+
+def _synthetic_stars(rng, n, shape, border, mag_range, colour_range):
+    h, w = shape
+    # a power law in brightness like a real field: many more faint stars
+    u = rng.uniform(size=n)
+    lo, hi = mag_range
+    k = 0.3 * np.log(10)
+    mag = lo + np.log1p(u * np.expm1(k * (hi - lo))) / k
+    return dict(
+        x=rng.uniform(border, w - 1 - border, n),
+        y=rng.uniform(border, h - 1 - border, n),
+        g=mag,
+        colour=rng.uniform(*colour_range, n),
+    )
+
+
+def simulate_frame(
+    shape=(1024, 1024), n_stars=800, seed=1, ra=150.0, dec=20.0, pixscale=1.2,
+    rotation_deg=12.0, flip=False, band="G", zero_point=24.0, colour_term=0.12,
+    exptime=60.0, gain=1.6, rdnoise=7.0, sky_adu=300.0, sky_gradient=0.2,
+    fwhm_px=3.2, fwhm_gradient=0.08, beta=3.5, saturate=60000.0, mag_range=(13.0, 22.0),
+    colour_range=(0.2, 2.8), n_hot_pixels=30, n_cosmic_rays=15, proper_motion_mas=8.0,
+    real_bright_stars=False, header_wcs="true", wcs_offset_arcsec=0.0, wcs_rotation_deg=0.0,
+    date_obs="2026-03-14T21:05:00", stamp_fwhm=7.0, subsample=3,
+):
+    """Render one frame; see the module docstring.  ``header_wcs`` is 'true'
+    (exact, with SIP), 'perturbed' (offset/rotated, no SIP) or 'none'."""
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    band_obj = canonical_band(band)
+    wcs = make_wcs(shape, ra, dec, pixscale, rotation_deg, sip=True, flip=flip)
+    stars = _synthetic_stars(rng, n_stars, shape, 3, mag_range, colour_range)
+    # distinct synthetic Gaia-like identifiers (offset keeps them apart from real ones)
+    source_id = 7 * 10**18 + rng.permutation(50 * n_stars)[:n_stars].astype(np.int64) * 997
+    if real_bright_stars:
+        stars, source_id = _add_real_stars(stars, source_id, wcs, shape, rng, colour_range)
+
+    obs_epoch = Time(date_obs, scale="utc").jyear
+    ra_obs, dec_obs = wcs.all_pix2world(stars["x"], stars["y"], 0)
+    pmra = rng.normal(0.0, proper_motion_mas, stars["x"].size)
+    pmdec = rng.normal(0.0, proper_motion_mas, stars["x"].size)
+    dt = obs_epoch - 2016.0
+    cat_dec = dec_obs - pmdec * dt / 3.6e6
+    cat_ra = ra_obs - pmra * dt / 3.6e6 / np.cos(np.radians(dec_obs))
+    g = stars["g"]
+    bp = g + 0.45 * stars["colour"]
+    rp = g - 0.55 * stars["colour"]
+    catalogue = Table(dict(
+        source_id=source_id, ra=cat_ra % 360.0, dec=cat_dec, pmra=pmra, pmdec=pmdec,
+        ref_epoch=np.full(g.size, 2016.0), phot_g_mean_mag=g, phot_bp_mean_mag=bp, phot_rp_mean_mag=rp))
+    ref_mag = np.asarray(catalogue[GAIA_MAG_COLUMN[band_obj.gaia_band]])
+    m_inst = ref_mag - zero_point - colour_term * stars["colour"]
+    flux = 10 ** (-0.4 * m_inst) * exptime
+
+    params = dict(zero_point=zero_point, colour_term=colour_term, fwhm_px=fwhm_px,
+                  fwhm_gradient=fwhm_gradient, beta=beta, sky_adu=sky_adu, sky_gradient=sky_gradient,
+                  gain=gain, rdnoise=rdnoise, exptime=exptime, saturate=saturate,
+                  pixscale_arcsec=pixscale, band=band_obj.name, seed=seed)
+    frame = SimulatedFrame(image=np.zeros(shape, np.float32), header=fits.Header(), truth=None,
+                           catalogue=catalogue, true_wcs=wcs, params=params)
+
+    yy, xx = np.mgrid[0:h, 0:w]
+    sky = frame.sky_at(xx, yy).astype(np.float64)
+    del xx, yy
+    stars_adu = _render_stars(frame, stars["x"], stars["y"], flux, stamp_fwhm, subsample)
+    electrons = rng.poisson(np.clip((sky + stars_adu) * gain, 0, None)).astype(np.float64)
+    electrons += rng.normal(0.0, rdnoise, shape)
+    image = electrons / gain
+    _add_defects(image, rng, n_hot_pixels, n_cosmic_rays, saturate)
+    image = np.clip(np.round(image), 0, saturate).astype(np.float32)
+    frame.image = image
+
+    truth = catalogue.copy()
+    truth["x"], truth["y"] = stars["x"], stars["y"]
+    truth["ra_obs"], truth["dec_obs"] = ra_obs, dec_obs
+    truth["bp_rp"] = stars["colour"]
+    truth["ref_mag"] = ref_mag
+    truth["flux_adu"] = flux
+    truth["m_inst"] = m_inst
+    truth["fwhm_px"] = frame.fwhm_at(stars["x"], stars["y"])
+    alpha = frame.moffat_alpha(truth["fwhm_px"])
+    peak = flux * (beta - 1) / (np.pi * alpha ** 2) + sky_adu
+    truth["saturated"] = peak >= 0.9 * saturate
+    frame.truth = truth
+    frame.header = _make_header(frame, wcs, header_wcs, wcs_offset_arcsec, wcs_rotation_deg,
+                                date_obs, band_obj.name)
+    return frame
+
+
+def _add_real_stars(stars, source_id, wcs, shape, rng, colour_range):
+    """Add the real Gaia DR3 stars (G <= 10) that fall on the frame."""
+    h, w = shape
+    ra0, dec0 = wcs.wcs.crval
+    radius = 0.75 * np.hypot(h, w) * np.abs(wcs.pixel_scale_matrix).max()
+    real = read_gaia_package(ra0, dec0, radius, 10.5)
+    x, y = wcs.all_world2pix(real["ra"], real["dec"], 0)
+    inside = (x > 3) & (x < w - 4) & (y > 3) & (y < h - 4)
+    n = int(inside.sum())
+    merged = dict(x=np.concatenate([stars["x"], x[inside]]),
+                  y=np.concatenate([stars["y"], y[inside]]),
+                  g=np.concatenate([stars["g"], np.asarray(real["phot_g_mean_mag"])[inside]]),
+                  colour=np.concatenate([stars["colour"], rng.uniform(*colour_range, n)]))
+    return merged, np.concatenate([source_id, np.asarray(real["source_id"])[inside]])
+
+
+def _render_stars(frame, x, y, flux, stamp_fwhm, subsample):
+    """Sum of Moffat stars, each integrated over pixels by ``subsample``² points
+    and normalised to its total flux on its stamp."""
+    h, w = frame.image.shape
+    beta = frame.params["beta"]
+    fwhm = frame.fwhm_at(x, y)
+    half = int(np.ceil(stamp_fwhm * frame.params["fwhm_px"] * (1 + frame.params["fwhm_gradient"])))
+    offs = np.arange(-half, half + 1)
+    sub = (np.arange(subsample) + 0.5) / subsample - 0.5
+    out = np.zeros(h * w, np.float64)
+    ix, iy = np.round(x).astype(int), np.round(y).astype(int)
+    for start in range(0, x.size, 2000):      # bounded memory: 2000 stamps at a time
+        sl = slice(start, start + 2000)
+        dx = (ix[sl, None] - x[sl, None] + offs[None, :])[:, :, None] + sub[None, None, :]
+        dy = (iy[sl, None] - y[sl, None] + offs[None, :])[:, :, None] + sub[None, None, :]
+        alpha2 = frame.moffat_alpha(fwhm[sl])[:, None, None, None, None] ** 2
+        r2 = dy[:, :, None, :, None] ** 2 + dx[:, None, :, None, :] ** 2
+        prof = (1.0 + r2 / alpha2) ** (-beta)
+        stamp = prof.mean(axis=(3, 4))
+        stamp *= (flux[sl] / stamp.sum(axis=(1, 2)))[:, None, None]
+        px = ix[sl, None, None] + offs[None, None, :]
+        py = iy[sl, None, None] + offs[None, :, None]
+        px, py = np.broadcast_to(px, stamp.shape), np.broadcast_to(py, stamp.shape)
+        ok = (px >= 0) & (px < w) & (py >= 0) & (py < h)
+        out += np.bincount((py[ok] * w + px[ok]), weights=stamp[ok], minlength=h * w)
+    return out.reshape(h, w)
+
+
+def _add_defects(image, rng, n_hot, n_cosmic, saturate):
+    h, w = image.shape
+    image[rng.integers(0, h, n_hot), rng.integers(0, w, n_hot)] = rng.uniform(0.3, 1.0, n_hot) * saturate
+    for _ in range(n_cosmic):
+        y0, x0 = rng.integers(5, h - 5), rng.integers(5, w - 5)
+        length = rng.integers(1, 6)
+        angle = rng.uniform(0, np.pi)
+        t = np.arange(length)
+        image[(y0 + np.round(t * np.sin(angle))).astype(int),
+              (x0 + np.round(t * np.cos(angle))).astype(int)] += rng.uniform(2000, 20000)
+
+
+def _make_header(frame, wcs, header_wcs, offset, rotation, date_obs, band):
+    p = frame.params
+    header = fits.Header()
+    if header_wcs == "true":
+        header.update(wcs.to_header(relax=True))
+    elif header_wcs == "perturbed":
+        header.update(perturb_wcs(wcs, offset, rotation).to_header(relax=True))
+    elif header_wcs != "none":
+        raise ValueError(f"header_wcs must be 'true', 'perturbed' or 'none', not {header_wcs!r}")
+    ra0, dec0 = wcs.wcs.crval
+    header.update({
+        "DATE-OBS": (date_obs, "start of exposure (UTC)"),
+        "EXPTIME": (p["exptime"], "[s]"), "FILTER": band,
+        "GAIN": (p["gain"], "[e-/ADU]"), "RDNOISE": (p["rdnoise"], "[e-]"),
+        "SATURATE": (p["saturate"], "[ADU]"),
+        "TELESCOP": "RAPAS-SIM 0.4m", "INSTRUME": "SimCam", "OBSERVER": "RAPAS simulator",
+        "OBJECT": "SIM-FIELD", "RA": (ra0, "[deg] pointing"), "DEC": (dec0, "[deg] pointing"),
+        "SITELAT": (43.75, "[deg]"), "SITELONG": (6.92, "[deg] east"), "SITEELEV": (1270.0, "[m]"),
+    })
+    return header
