@@ -96,13 +96,51 @@ def instrumental_mag(flux, flux_err, exptime):
     return mag, err
 
 
-def aperture_correction(mag_small, mag_large, err_small, use):
-    """Median (mag_large - mag_small) over clean bright stars, with its error.
+def aperture_correction(mag_from, mag_to, err, use):
+    """Correction that turns ``mag_from`` into ``mag_to`` (add it), with its error.
 
-    Adding it to a small-aperture magnitude gives the large-aperture one.
+    Inverse-variance weighted mean of (mag_to - mag_from) over the stars in
+    ``use`` after 3-sigma clipping; ``err`` is the error of each difference
+    (dominated by the sky noise of the larger aperture).
     """
-    diff = (mag_large - mag_small)[use & np.isfinite(mag_large) & np.isfinite(mag_small)]
-    if diff.size < 3:
-        return 0.0, np.nan, 0
-    _, med, std = sigma_clipped_stats(diff, sigma=3.0)
-    return float(med), float(1.2533 * std / np.sqrt(diff.size)), int(diff.size)
+    from astropy.stats import sigma_clip
+    diff = mag_to - mag_from
+    ok = use & np.isfinite(diff) & np.isfinite(err) & (err > 0)
+    if ok.sum() < 3:
+        return 0.0, np.nan, int(ok.sum())
+    clipped = sigma_clip(diff[ok], sigma=3.0, maxiters=5)
+    keep = ~np.ma.getmaskarray(clipped)
+    weights = 1.0 / err[ok][keep] ** 2
+    value = float(np.sum(weights * diff[ok][keep]) / np.sum(weights))
+    error = float(1.0 / np.sqrt(np.sum(weights)))
+    return value, error, int(keep.sum())
+
+
+def aperture_correction_map(mag_from, mag_to, err, use, x, y, shape, max_order=2):
+    """Spatially varying correction (a 2-D polynomial in x, y) from ``mag_from``
+    to ``mag_to``, for a PSF model that does not follow the PSF's variation
+    across the field.  The order drops to what the number of stars supports
+    (10 stars per coefficient).  Returns (correction at every (x, y), order, n).
+    """
+    diff = mag_to - mag_from
+    ok = use & np.isfinite(diff) & np.isfinite(err) & (err > 0)
+    h, w = shape
+    u, v = 2.0 * x / (w - 1) - 1.0, 2.0 * y / (h - 1) - 1.0
+    order = max_order
+    while order > 0 and ok.sum() < 10 * (order + 1) * (order + 2) // 2:
+        order -= 1
+    terms = [u ** i * v ** j for i in range(order + 1) for j in range(order + 1 - i)]
+    design = np.column_stack(terms)
+    keep = ok.copy()
+    coeffs = np.zeros(design.shape[1])
+    for _ in range(5):                      # weighted fit with 3-sigma clipping
+        if keep.sum() < design.shape[1] + 2:
+            break
+        wts = 1.0 / err[keep]
+        coeffs = np.linalg.lstsq(design[keep] * wts[:, None], diff[keep] * wts, rcond=None)[0]
+        resid = (diff - design @ coeffs) / err
+        new_keep = ok & (np.abs(resid) < 3.0 * max(1.0, np.std(resid[keep])))
+        if np.array_equal(new_keep, keep):
+            break
+        keep = new_keep
+    return design @ coeffs, order, int(keep.sum())

@@ -19,6 +19,24 @@ from .errors import AstrometryError
 MIN_PIXSCALE, MAX_PIXSCALE = 0.03, 120.0     # arcsec/pixel considered plausible
 
 
+def nearest_match(ra1, dec1, ra2, dec2, radius_arcsec):
+    """One-to-one match: pairs that are each other's nearest neighbour within
+    ``radius_arcsec``.  Returns (index1, index2, separation_arcsec).
+
+    (stdpipe's ``spherical_match`` returns every pair within the radius, which
+    lets faint catalogue neighbours into a WCS fit.)
+    """
+    if len(ra1) == 0 or len(ra2) == 0:
+        empty = np.array([], dtype=int)
+        return empty, empty, np.array([])
+    c1 = SkyCoord(np.asarray(ra1) * u.deg, np.asarray(dec1) * u.deg)
+    c2 = SkyCoord(np.asarray(ra2) * u.deg, np.asarray(dec2) * u.deg)
+    idx12, sep12, _ = c1.match_to_catalog_sky(c2)
+    idx21, _, _ = c2.match_to_catalog_sky(c1)
+    i1 = np.flatnonzero((idx21[idx12] == np.arange(len(c1))) & (sep12.arcsec <= radius_arcsec))
+    return i1, idx12[i1], sep12.arcsec[i1]
+
+
 def pixel_scale_arcsec(wcs):
     return float(np.sqrt(abs(np.linalg.det(wcs.celestial.pixel_scale_matrix))) * 3600.0)
 
@@ -114,20 +132,24 @@ def solve_blind(obj, shape, header, config, log):
 def refine(wcs, x, y, cat, fwhm_px, sip_order, log):
     """Iterative refinement against catalogue positions (already at the epoch).
 
-    Three passes: a wide match fitting a linear WCS (absorbs offsets of
-    tens of arcsec and rotations of a degree), then narrower matches fitting
-    SIP distortion.  Returns (wcs, rms_arcsec, n_matched).
+    A wide one-to-one match fits a linear WCS (absorbs offsets of tens of
+    arcsec and rotations of a degree); narrower matches then fit SIP
+    distortion, each time rejecting pairs beyond 3 robust sigma (blends and
+    stars pulled by undetected neighbours).  Returns (wcs, rms_arcsec, n).
     """
-    from stdpipe.astrometry import refine_wcs_simple, spherical_match
+    from stdpipe.astrometry import refine_wcs_simple
     scale = pixel_scale_arcsec(wcs)
     cat_tab = Table(dict(RAJ2000=cat["ra"], DEJ2000=cat["dec"]))
-    first_radius = max(15.0, 4 * fwhm_px * scale)
-    passes = ((first_radius, None), (max(3.0, 1.5 * fwhm_px * scale), 2), (max(1.5, fwhm_px * scale), sip_order))
+    narrow = max(1.5, fwhm_px * scale)
+    passes = ((max(15.0, 4 * fwhm_px * scale), None), (max(3.0, 1.5 * fwhm_px * scale), 2),
+              (narrow, sip_order), (narrow, sip_order), (narrow, sip_order))
     current = wcs
     for radius_arcsec, order in passes:
         ra, dec = current.all_pix2world(x, y, 0)
-        obj = Table(dict(x=x, y=y, ra=ra, dec=dec))
-        oidx, _, _ = spherical_match(ra, dec, cat_tab["RAJ2000"], cat_tab["DEJ2000"], radius_arcsec / 3600)
+        oidx, cidx, dist = nearest_match(ra, dec, cat_tab["RAJ2000"], cat_tab["DEJ2000"], radius_arcsec)
+        if order is not None:
+            keep = dist <= 3.0 * 1.4826 * np.median(dist) / 1.1774   # 3 sigma of a 2-D Gaussian
+            oidx, cidx = oidx[keep], cidx[keep]
         need = 10 if order is None else max(10, (order + 1) * (order + 2))
         if len(oidx) < need:
             raise AstrometryError(f"astrometric refinement failed: {len(oidx)} of {len(x)} stars matched"
@@ -135,23 +157,25 @@ def refine(wcs, x, y, cat, fwhm_px, sip_order, log):
                                   f" ({need} needed): the header WCS may be wrong")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            new = refine_wcs_simple(obj, cat_tab, order=order, sr=radius_arcsec / 3600)
+            new = refine_wcs_simple(Table(dict(x=x[oidx], y=y[oidx])), cat_tab[cidx], order=order,
+                                    match=False)
         if new is None:
             raise AstrometryError("astrometric refinement failed: the WCS fit did not converge")
         current = new
-    rms, n = residual_rms(current, x, y, cat["ra"], cat["dec"], max(1.0, fwhm_px * scale) / 3600)
-    log(f"refined WCS: {n} stars, RMS {rms:.3f} arcsec ({rms / scale:.3f} px), SIP order {sip_order}")
-    return current, rms, n
+    ra, dec = current.all_pix2world(x[oidx], y[oidx], 0)
+    _, _, dist = nearest_match(ra, dec, cat_tab["RAJ2000"][cidx], cat_tab["DEJ2000"][cidx], narrow)
+    rms = float(np.sqrt(np.mean(dist ** 2)))
+    log(f"refined WCS: {len(oidx)} stars, RMS {rms:.3f} arcsec ({rms / scale:.3f} px), SIP order {sip_order}")
+    return current, rms, len(oidx)
 
 
-def residual_rms(wcs, x, y, ra, dec, radius_deg):
-    """RMS (arcsec) of catalogue-minus-WCS positions of matched stars."""
-    from stdpipe.astrometry import spherical_match
+def residual_rms(wcs, x, y, ra, dec, radius_arcsec):
+    """RMS (arcsec) of catalogue-minus-WCS positions of one-to-one matched stars."""
     ora, odec = wcs.all_pix2world(x, y, 0)
-    oidx, cidx, dist = spherical_match(ora, odec, ra, dec, radius_deg)
+    _, _, dist = nearest_match(ora, odec, ra, dec, radius_arcsec)
     if len(dist) == 0:
         return np.nan, 0
-    return float(np.sqrt(np.mean((np.asarray(dist) * 3600) ** 2))), int(len(dist))
+    return float(np.sqrt(np.mean(dist ** 2))), int(len(dist))
 
 
 def footprint(wcs, shape):

@@ -205,10 +205,13 @@ def _run(image_path, out, config, log):
     inst = {r: aperture.instrumental_mag(*fluxes[r], info.exptime) for r in fluxes}
     m_cal, e_cal = inst[r_cal]
     snr_cal = fluxes[r_cal][0] / fluxes[r_cal][1]
-    apcor_stars = np.zeros(len(x), bool)
-    apcor_stars[psf_idx] = True
-    apcor_stars &= (flags == 0) & (snr_cal > 50)
-    apcor, apcor_err, n_apcor = aperture.aperture_correction(m_cal, inst[r_total][0], e_cal, apcor_stars)
+    m_total, e_total = inst[r_total]
+    # aperture-correction stars: point-like, unflagged, alone within the big
+    # aperture and bright in it (its sky noise dominates the correction's error)
+    apcor_stars = (point_like & (flags == 0) & detect.isolated(x, y, r_total + fwhm)
+                   & (fluxes[r_total][0] / fluxes[r_total][1] > 100))
+    apcor, apcor_err, n_apcor = aperture.aperture_correction(m_cal, m_total, np.hypot(e_total, e_cal),
+                                                             apcor_stars)
     log(f"apertures {', '.join(f'{r:.2f}' for r in radii)} px; calibration aperture {r_cal:.2f} px,"
         f" aperture correction to {r_total:.1f} px: {apcor:+.4f} +/- {apcor_err:.4f} mag ({n_apcor} stars)")
     m_inst, e_inst = m_cal + apcor, e_cal
@@ -217,12 +220,16 @@ def _run(image_path, out, config, log):
     apcor_psf = np.nan
     if config.psf_photometry and epsf is not None:
         log.begin("psf-fit")
-        f_psf, ef_psf, ok_psf = psf.fit_fluxes(data_sub, bkg.rms, info.gain, epsf, x, y, 1.5 * fwhm, bad)
+        f_psf, ef_psf, ok_psf = psf.fit_fluxes(data_sub, bkg.rms, info.gain, epsf, x, y, 1.5 * fwhm, bad, sky.level)
         m_psf_raw, e_psf = aperture.instrumental_mag(f_psf, ef_psf, info.exptime)
-        apcor_psf, _, _ = aperture.aperture_correction(m_psf_raw, m_cal, e_psf, apcor_stars & ok_psf)
-        m_psf = np.where(ok_psf, m_psf_raw + apcor_psf + apcor, np.nan)
+        psf_ref = point_like & ok_psf & (flags == 0) & (snr_cal > 50)
+        apcor_psf_xy, psf_order, n_psf_ref = aperture.aperture_correction_map(
+            m_psf_raw, m_cal, np.hypot(e_psf, e_cal), psf_ref, x, y, shape)
+        apcor_psf = float(np.median(apcor_psf_xy[psf_ref])) if n_psf_ref else np.nan
+        m_psf = np.where(ok_psf, m_psf_raw + apcor_psf_xy + apcor, np.nan)
         flags |= np.where(ok_psf, 0, detect.FLAG_PSF_FAILED).astype(np.int32)
-        log(f"PSF fit of {len(x)} sources, {int(ok_psf.sum())} good; PSF-to-aperture correction {apcor_psf:+.4f} mag")
+        log(f"PSF fit of {len(x)} sources, {int(ok_psf.sum())} good; PSF-to-aperture correction {apcor_psf:+.4f} mag"
+            f" (median; order-{psf_order} map from {n_psf_ref} stars)")
 
     log.begin("calibration")
     match_radius = max(1.0, 0.6 * fwhm * scale)
@@ -304,10 +311,7 @@ def _run(image_path, out, config, log):
 
 def _gaia_crossmatch(ra, dec, ref, radius_arcsec, colour, gaia_id, gaia_sep):
     """Nearest one-to-one Gaia match within ``radius_arcsec`` (fills the arrays)."""
-    from stdpipe.astrometry import spherical_match
-    if len(ref) == 0:
-        return
-    oidx, cidx, dist = spherical_match(ra, dec, ref["ra"], ref["dec"], radius_arcsec / 3600.0)
+    oidx, cidx, dist = astrometry.nearest_match(ra, dec, ref["ra"], ref["dec"], radius_arcsec)
     colour[oidx] = np.asarray(ref["phot_bp_mean_mag"] - ref["phot_rp_mean_mag"])[cidx]
     gaia_id[oidx] = np.asarray(ref["source_id"])[cidx]
-    gaia_sep[oidx] = np.asarray(dist) * 3600.0
+    gaia_sep[oidx] = dist

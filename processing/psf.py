@@ -17,7 +17,7 @@ from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import lsqr
 
-OVERSAMPLING = 4
+OVERSAMPLING = 2
 
 
 def select_psf_stars(x, y, flux, peak, point_like, fwhm, saturate, shape, max_stars=40):
@@ -32,7 +32,7 @@ def select_psf_stars(x, y, flux, peak, point_like, fwhm, saturate, shape, max_st
 
 
 def build_epsf(data_sub, x, y, fwhm):
-    """photutils ePSF (oversampled by 4) from the stars at (x, y)."""
+    """photutils ePSF (oversampled by 2: with tens of stars a finer grid is noisy) from the stars at (x, y)."""
     from photutils.psf import EPSFBuilder, extract_stars
     size = int(2 * np.ceil(3.5 * fwhm) + 1)
     with warnings.catch_warnings():
@@ -70,9 +70,12 @@ def _sample(filtered, dx, dy):
                                    prefilter=False).reshape(dx.shape)
 
 
-def fit_fluxes(data_sub, rms, gain, epsf, x, y, fit_radius, bad):
+def fit_fluxes(data_sub, rms, gain, epsf, x, y, fit_radius, bad, local_sky):
     """Simultaneous weighted linear fit of all source fluxes at fixed positions.
 
+    ``local_sky`` (ADU/pixel per source, the aperture annulus level) is
+    removed as the apertures remove it: for a linear fit a constant offset s
+    adds s * sum(w P) / sum(w P^2) to the flux.
     Returns (flux, flux_err, ok).  Flux is in the ePSF's normalisation; an
     aperture correction (measured by the caller) ties it to the apertures.
     """
@@ -103,9 +106,12 @@ def fit_fluxes(data_sub, rms, gain, epsf, x, y, fit_radius, bad):
         warnings.simplefilter("ignore")
         flux = lsqr(design, target, atol=1e-10, btol=1e-10, iter_lim=2000)[0]
 
+    pw = (model / sigma ** 2).sum(axis=1)
+    p2w = (model ** 2 / sigma ** 2).sum(axis=1)
+    flux = flux - np.nan_to_num(local_sky) * pw / np.maximum(p2w, 1e-30)
+
     # per-source variance (neighbours' covariance neglected): sky, read noise
     # and the source's own photons, for the least-squares estimator at fixed weights
-    p2w = (model ** 2 / sigma ** 2).sum(axis=1)
     var_pix = sigma ** 2 + np.clip(flux[:, None] * model, 0, None) / gain
     var = (model ** 2 / sigma ** 4 * var_pix).sum(axis=1) / np.maximum(p2w, 1e-30) ** 2
     coverage = model.sum(axis=1) / np.maximum(full.sum(axis=1), 1e-30)
