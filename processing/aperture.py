@@ -24,7 +24,10 @@ class LocalSky:
 
 
 def annulus_offsets(r_in, r_out):
-    """Integer pixel offsets (dy, dx) whose centres lie in the annulus."""
+    """Integer pixel offsets (dy, dx) whose centres lie in the annulus.
+
+    All of them are used: the sky-level error adds to every aperture's noise
+    in proportion to aperture area / annulus area."""
     n = int(np.ceil(r_out))
     dy, dx = np.mgrid[-n:n + 1, -n:n + 1]
     r = np.hypot(dx, dy)

@@ -141,8 +141,8 @@ def refine(wcs, x, y, cat, fwhm_px, sip_order, log):
     scale = pixel_scale_arcsec(wcs)
     cat_tab = Table(dict(RAJ2000=cat["ra"], DEJ2000=cat["dec"]))
     narrow = max(1.5, fwhm_px * scale)
-    passes = ((max(15.0, 4 * fwhm_px * scale), None), (max(3.0, 1.5 * fwhm_px * scale), 2),
-              (narrow, sip_order), (narrow, sip_order), (narrow, sip_order))
+    passes = ((max(15.0, 4 * fwhm_px * scale), None), (max(3.0, 1.5 * fwhm_px * scale), sip_order),
+              (narrow, sip_order))
     current = wcs
     for radius_arcsec, order in passes:
         ra, dec = current.all_pix2world(x, y, 0)

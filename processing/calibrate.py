@@ -37,7 +37,7 @@ class Calibration:
 
 
 def calibrate(x, y, ra, dec, mag, magerr, flags, refcat, band, config, match_radius_arcsec, shape, log):
-    from stdpipe.photometry import match
+    from stdpipe.photometry_model import match
     ref_col = GAIA_MAG_COLUMN[band.gaia_band]
     cat_mag = np.asarray(refcat[ref_col], dtype=float)
     colour = np.asarray(refcat["phot_bp_mean_mag"] - refcat["phot_rp_mean_mag"], dtype=float)

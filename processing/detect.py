@@ -51,14 +51,25 @@ def build_masks(data, nan_mask, saturate, border_px, cosmic_rays=False, gain=1.0
     return bad, saturated
 
 
+def _binned2(image):
+    """2x2 block mean (odd last row/column dropped)."""
+    h, w = (image.shape[0] // 2) * 2, (image.shape[1] // 2) * 2
+    return image[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+
+
 def estimate_background(data, mask, box=64):
-    """Two passes: a first background finds sources, which are masked
-    (ellipses enlarged 3x) before the final background and RMS maps."""
+    """Two passes: sources found on a first background are masked (ellipses
+    enlarged 3x) before the final background and RMS maps.  The first-pass
+    detection runs on a 2x2-binned image: it only has to find where the
+    sources are, at a quarter of the cost."""
     first = sep.Background(data, mask=mask, bw=box, bh=box, fw=3, fh=3)
-    objs = sep.extract(data - first, 5.0, err=first.globalrms, mask=mask, minarea=5,
+    binned = np.ascontiguousarray(_binned2(data - first), dtype=np.float32)
+    binned_mask = _binned2(mask.astype(np.float32)) > 0
+    objs = sep.extract(binned, 5.0, err=0.5 * first.globalrms, mask=binned_mask, minarea=3,
                        deblend_cont=1.0)
     src_mask = np.zeros(data.shape, dtype=bool)
-    sep.mask_ellipse(src_mask, objs["x"], objs["y"], objs["a"], objs["b"], objs["theta"], r=3.0 * 3)
+    sep.mask_ellipse(src_mask, 2 * objs["x"] + 0.5, 2 * objs["y"] + 0.5, 2 * objs["a"], 2 * objs["b"],
+                     objs["theta"], r=3.0 * 3)
     final = sep.Background(data, mask=mask | src_mask, bw=box, bh=box, fw=3, fh=3)
     return Background(level=final.back(), rms=final.rms(), global_rms=float(final.globalrms))
 

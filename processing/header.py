@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from astropy import units as u
-from astropy.coordinates import AltAz, EarthLocation, SkyCoord
+from astropy.coordinates import EarthLocation
 from astropy.time import Time
 
 from .errors import HeaderError
@@ -153,12 +153,20 @@ def parse_site(header, fallback):
 
 
 def compute_airmass(coord, time, site):
-    """Airmass (sec z, Hardie-free plane-parallel is fine above 15 deg)."""
-    altaz = coord.transform_to(AltAz(obstime=time, location=site))
-    alt = altaz.alt.to_value(u.deg)
-    if alt <= 0:
+    """Airmass as sec z of the geometric altitude at ``time``.
+
+    GMST comes from ERFA with UTC standing in for UT1 (an error below one
+    second of time, nothing for an airmass), which keeps the IERS tables --
+    and any attempt to download them -- out of the pipeline.
+    """
+    import erfa
+    gmst = erfa.gmst06(time.utc.jd1, time.utc.jd2, time.tt.jd1, time.tt.jd2)
+    hour_angle = gmst + site.lon.to_value(u.rad) - coord.icrs.ra.rad
+    lat, dec = site.lat.to_value(u.rad), coord.icrs.dec.rad
+    sin_alt = np.sin(lat) * np.sin(dec) + np.cos(lat) * np.cos(dec) * np.cos(hour_angle)
+    if sin_alt <= 0:
         return None
-    return float(1.0 / np.sin(np.radians(alt)))
+    return float(1.0 / sin_alt)
 
 
 def _positive_float(header, keys, default, what, warn):

@@ -130,7 +130,7 @@ def _run(image_path, out, config, log):
     objs = detect.detect_sources(data_sub, bkg, bad, config.detect_sigma)
     point_like = detect.stellar(objs)
     fwhm0 = detect.initial_fwhm(objs, point_like)
-    x, y = detect.windowed_positions(data_sub, objs["x"], objs["y"], fwhm0, bad)
+    x, y = np.asarray(objs["x"]), np.asarray(objs["y"])     # windowed after the PSF is known
     sep_flags = np.where(objs["flag"] & 1, detect.FLAG_BLENDED, 0).astype(np.int32)  # sep OBJ_MERGED
     log(f"{len(objs)} sources above {config.detect_sigma:g} sigma, first FWHM estimate {fwhm0:.2f} px")
 
@@ -301,7 +301,7 @@ def _run(image_path, out, config, log):
     )
     partial = out / ".partial"
     partial.mkdir()
-    products.write_all(partial, frame, wcs, info, summary, sources, cal, data_sub, epsf, log)
+    products.write_all(partial, frame, wcs, summary, sources, cal, data_sub, log)
     for item in partial.iterdir():
         item.replace(out / item.name)
     partial.rmdir()

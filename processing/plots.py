@@ -22,6 +22,13 @@ def _display_limits(image):
     return lo, hi if hi > lo else lo + 1
 
 
+def write_plots(directory, data_sub, data, sources, cal, summary):
+    zeropoint(directory / "zeropoint.png", cal, summary)
+    detections(directory / "detections.png", data_sub, sources, cal, summary)
+    fwhm_map(directory / "fwhm_map.png", sources, summary, data.shape)
+    preview(directory / "preview.png", data)
+
+
 def zeropoint(path, cal, summary):
     fit = cal.fit
     idx = fit["idx"]
