@@ -98,13 +98,16 @@ def solve_blind(obj, shape, header, config, log):
     wide range.  Raises ``AstrometryError`` with the reason on failure.
     """
     from stdpipe.astrometry import blind_match_objects
-    if shutil.which("solve-field") is None:
+    solver = shutil.which("solve-field")
+    if solver is None:
         raise AstrometryError("no WCS in header and plate solving is unavailable"
                               " (Astrometry.net solve-field is not installed)")
     h, w = shape
     hint = pointing_hint(header)
-    opts = dict(width=w, height=h, order=2, sn=10, extra={"cpulimit": int(config.solve_timeout_s),
-                                                          "no-verify": True, "crpix-center": True})
+    limit = int(np.ceil(config.solve_timeout_s))
+    # --cpulimit bounds only the engine's CPU time; coreutils timeout bounds the wall time
+    opts = dict(width=w, height=h, order=2, sn=10,
+                extra={"cpulimit": limit, "no-verify": True, "crpix-center": True})
     if hint is not None:
         opts.update(center_ra=hint[0], center_dec=hint[1], radius=2.0)
     scale = header.get("PIXSCALE") or header.get("SECPIX") or header.get("PIXSCAL1")
@@ -113,6 +116,10 @@ def solve_blind(obj, shape, header, config, log):
     else:
         opts.update(scale_lower=0.1, scale_upper=60.0)
     with tempfile.TemporaryDirectory(prefix="rapas-solve-") as tmp:
+        wrapper = Path(tmp) / "solve-field"     # stdpipe wants an executable file
+        wrapper.write_text(f'#!/bin/sh\nexec timeout -k 5 {limit} {solver} "$@"\n')
+        wrapper.chmod(0o755)
+        opts["_exe"] = str(wrapper)
         if config.index_dir:
             cfg = Path(tmp) / "astrometry.cfg"
             cfg.write_text(f"inparallel\nadd_path {config.index_dir}\nautoindex\n")
@@ -123,9 +130,9 @@ def solve_blind(obj, shape, header, config, log):
         wcs = blind_match_objects(stars, _tmpdir=tmp, **opts)
     if wcs is None:
         n_used = int(np.sum(obj["flux"] / obj["fluxerr"] > 10))
-        raise AstrometryError(f"no WCS in header and plate solving failed: no match for {n_used} stars"
-                              " in the Astrometry.net index (check the field is covered by the index"
-                              " files and the pixel scale)")
+        raise AstrometryError(f"no WCS in header and plate solving failed: {n_used} stars found no"
+                              f" match in the Astrometry.net index within {limit} s (the Debian"
+                              " Tycho-2 index needs a field wider than about 30 arcmin)")
     return wcs
 
 
