@@ -36,7 +36,12 @@ def annulus_offsets(r_in, r_out):
 
 
 def local_sky(data_sub, x, y, r_in, r_out, exclude):
-    """Sigma-clipped (3 sigma) median and std of each source's sky annulus.
+    """Sigma-clipped (3 sigma) mean and std of each source's sky annulus.
+
+    The clipped mean, not the median: clipping removes resolved neighbours,
+    while the light of unresolved faint stars, which every aperture also
+    holds, skews the sky distribution and pulls the median below it (a bias
+    that grows with aperture area: 0.008 mag in a 5-FWHM aperture here).
 
     ``exclude`` marks pixels not to use (masked pixels and source footprints).
     All annuli are gathered into one (n_sources, n_pixels) array, so the cost
@@ -56,8 +61,8 @@ def local_sky(data_sub, x, y, r_in, r_out, exclude):
         pyc, pxc = np.clip(py, 0, h - 1), np.clip(px, 0, w - 1)
         values = data_sub[pyc, pxc]
         unusable = ~inside | exclude[pyc, pxc]
-        _, med, std = sigma_clipped_stats(values, mask=unusable, axis=1, sigma=3.0, maxiters=5)
-        level[sl] = np.ma.filled(np.ma.asarray(med), np.nan)
+        mean, _, std = sigma_clipped_stats(values, mask=unusable, axis=1, sigma=3.0, maxiters=5)
+        level[sl] = np.ma.filled(np.ma.asarray(mean), np.nan)
         sigma[sl] = np.ma.filled(np.ma.asarray(std), np.nan)
         npix[sl] = (~unusable).sum(axis=1)
     return LocalSky(level=level, sigma=sigma, npix=npix), dy.size
@@ -120,30 +125,35 @@ def aperture_correction(mag_from, mag_to, err, use):
 
 
 def aperture_correction_map(mag_from, mag_to, err, use, x, y, shape, max_order=2):
-    """Spatially varying correction (a 2-D polynomial in x, y) from ``mag_from``
-    to ``mag_to``, for a PSF model that does not follow the PSF's variation
-    across the field.  The order drops to what the number of stars supports
-    (10 stars per coefficient).  Returns (correction at every (x, y), order, n).
+    """Spatially varying correction from ``mag_from`` to ``mag_to``: a 2-D
+    polynomial in (x, y), weighted, with 3-sigma clipping.  The PSF changes
+    across a real field, and so does the flux fraction in a fixed aperture.
+    The order drops to what the number of stars supports (10 per coefficient).
+
+    Returns (correction(x, y) -> mag, order, number of stars used).
     """
     diff = mag_to - mag_from
     ok = use & np.isfinite(diff) & np.isfinite(err) & (err > 0)
     h, w = shape
-    u, v = 2.0 * x / (w - 1) - 1.0, 2.0 * y / (h - 1) - 1.0
     order = max_order
     while order > 0 and ok.sum() < 10 * (order + 1) * (order + 2) // 2:
         order -= 1
-    terms = [u ** i * v ** j for i in range(order + 1) for j in range(order + 1 - i)]
-    design = np.column_stack(terms)
+
+    def design(xx, yy):
+        u, v = 2.0 * np.asarray(xx) / (w - 1) - 1.0, 2.0 * np.asarray(yy) / (h - 1) - 1.0
+        return np.column_stack([u ** i * v ** j for i in range(order + 1) for j in range(order + 1 - i)])
+
+    matrix = design(x, y)
     keep = ok.copy()
-    coeffs = np.zeros(design.shape[1])
-    for _ in range(5):                      # weighted fit with 3-sigma clipping
-        if keep.sum() < design.shape[1] + 2:
+    coeffs = np.zeros(matrix.shape[1])
+    for _ in range(5):
+        if keep.sum() < matrix.shape[1] + 2:
             break
-        wts = 1.0 / err[keep]
-        coeffs = np.linalg.lstsq(design[keep] * wts[:, None], diff[keep] * wts, rcond=None)[0]
-        resid = (diff - design @ coeffs) / err
+        weights = 1.0 / err[keep]
+        coeffs = np.linalg.lstsq(matrix[keep] * weights[:, None], diff[keep] * weights, rcond=None)[0]
+        resid = (diff - matrix @ coeffs) / err
         new_keep = ok & (np.abs(resid) < 3.0 * max(1.0, np.std(resid[keep])))
         if np.array_equal(new_keep, keep):
             break
         keep = new_keep
-    return design @ coeffs, order, int(keep.sum())
+    return (lambda xx, yy: design(xx, yy) @ coeffs), order, int(keep.sum())

@@ -63,7 +63,7 @@ def calibrate(x, y, ra, dec, mag, magerr, flags, refcat, band, config, match_rad
             refcat["ra"][usable], refcat["dec"][usable], cat_mag[usable],
             cat_color=colour[usable] if use_colour else None,
             sr=match_radius_arcsec / 3600.0, obj_x=x[good_obj], obj_y=y[good_obj],
-            spatial_order=spatial, threshold=5.0, niter=10, accept_flags=0, robust=True,
+            spatial_order=spatial, threshold=5.0, niter=10, accept_flags=0, robust=True, sn=config.min_calib_snr,
             use_color=bool(use_colour), force_color_term=None if use_colour else 0.0, verbose=False)
     if result is None:
         raise CalibrationError("the zero-point fit failed (degenerate or no matches)")

@@ -20,10 +20,13 @@ class Config:
     detect_sigma: float = 3.0
     #: pixels masked along each image edge
     border_px: int = 10
-    #: calibrators brighter than this (catalogue mag) are used; faint ones add noise
+    #: faintest calibrator (catalogue mag)
     max_calib_mag: float = 20.0
-    #: calibrators fainter than this are skipped (saturation guard on top of flags)
+    #: calibrators brighter than this are skipped (saturation guard on top of flags)
     min_calib_mag: float = 6.0
+    #: calibrators need this S/N: fainter ones are flux-boosted by the detection
+    #: threshold (about 0.02 mag at S/N 10-20), which biases the colour term
+    min_calib_snr: float = 20.0
     #: 'auto' (solve only without a usable WCS), 'always' or 'never'
     plate_solve: str = "auto"
     solve_timeout_s: float = 120.0

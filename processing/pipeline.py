@@ -210,11 +210,15 @@ def _run(image_path, out, config, log):
     # aperture and bright in it (its sky noise dominates the correction's error)
     apcor_stars = (point_like & (flags == 0) & detect.isolated(x, y, r_total + fwhm)
                    & (fluxes[r_total][0] / fluxes[r_total][1] > 100))
-    apcor, apcor_err, n_apcor = aperture.aperture_correction(m_cal, m_total, np.hypot(e_total, e_cal),
-                                                             apcor_stars)
+    apcor_fn, apcor_order, n_apcor = aperture.aperture_correction_map(
+        m_cal, m_total, np.hypot(e_total, e_cal), apcor_stars, x, y, shape)
+    apcor_xy = apcor_fn(x, y)
+    apcor = float(apcor_fn([0.5 * (shape[1] - 1)], [0.5 * (shape[0] - 1)])[0])
+    _, apcor_err, _ = aperture.aperture_correction(m_cal, m_total, np.hypot(e_total, e_cal), apcor_stars)
     log(f"apertures {', '.join(f'{r:.2f}' for r in radii)} px; calibration aperture {r_cal:.2f} px,"
-        f" aperture correction to {r_total:.1f} px: {apcor:+.4f} +/- {apcor_err:.4f} mag ({n_apcor} stars)")
-    m_inst, e_inst = m_cal + apcor, e_cal
+        f" aperture correction to {r_total:.1f} px at the centre {apcor:+.4f} +/- {apcor_err:.4f} mag"
+        f" (order-{apcor_order} map from {n_apcor} stars)")
+    m_inst, e_inst = m_cal + apcor_xy, e_cal
 
     m_psf = e_psf = None
     apcor_psf = np.nan
@@ -223,10 +227,11 @@ def _run(image_path, out, config, log):
         f_psf, ef_psf, ok_psf = psf.fit_fluxes(data_sub, bkg.rms, info.gain, epsf, x, y, 1.5 * fwhm, bad, sky.level)
         m_psf_raw, e_psf = aperture.instrumental_mag(f_psf, ef_psf, info.exptime)
         psf_ref = point_like & ok_psf & (flags == 0) & (snr_cal > 50)
-        apcor_psf_xy, psf_order, n_psf_ref = aperture.aperture_correction_map(
+        psf_fn, psf_order, n_psf_ref = aperture.aperture_correction_map(
             m_psf_raw, m_cal, np.hypot(e_psf, e_cal), psf_ref, x, y, shape)
+        apcor_psf_xy = psf_fn(x, y)
         apcor_psf = float(np.median(apcor_psf_xy[psf_ref])) if n_psf_ref else np.nan
-        m_psf = np.where(ok_psf, m_psf_raw + apcor_psf_xy + apcor, np.nan)
+        m_psf = np.where(ok_psf, m_psf_raw + apcor_psf_xy + apcor_xy, np.nan)
         flags |= np.where(ok_psf, 0, detect.FLAG_PSF_FAILED).astype(np.int32)
         log(f"PSF fit of {len(x)} sources, {int(ok_psf.sum())} good; PSF-to-aperture correction {apcor_psf:+.4f} mag"
             f" (median; order-{psf_order} map from {n_psf_ref} stars)")

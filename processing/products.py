@@ -105,9 +105,12 @@ def write_catalogue(directory, sources, summary):
             table[name].unit = unit
         table[name].description = description
         table[name].meta["ucd"] = ucd
-    table.meta["description"] = (f"RAPAS sources of {summary['source_file']} ({summary['filter']},"
-                                 f" MJD {summary['mjd_mid']:.5f})")
+    description = (f"RAPAS sources of {summary['source_file']} ({summary['filter']},"
+                   f" MJD {summary['mjd_mid']:.5f})")
+    table.meta = {"EXTNAME": "SOURCES", "FILTER": summary["filter"], "MJD-MID": summary["mjd_mid"],
+                  "RP_ZP": summary["zero_point"]}
     table.write(directory / "sources.fits", overwrite=True)
+    table.meta = {"description": description}
     from astropy.io.votable import from_table
     vot = from_table(table)
     resource_table = vot.get_first_table()

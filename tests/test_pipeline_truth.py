@@ -1,0 +1,131 @@
+"""Science against ground truth: a simulated frame with known positions,
+fluxes, zero point, colour term, PSF and noise."""
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.stats import mad_std
+from astropy.table import Table
+from astropy.wcs import WCS
+
+from processing.astrometry import nearest_match
+
+
+@pytest.fixture(scope="module")
+def matched(truth_run):
+    """Detected sources paired one-to-one with the simulated stars."""
+    sim, result = truth_run
+    src, truth = result.sources, sim.truth
+    i, j, _ = nearest_match(src["ra"], src["dec"], truth["ra_obs"], truth["dec_obs"], 1.0)
+    return src[i], truth[j]
+
+
+def test_zero_point_and_colour_term(truth_run):
+    sim, result = truth_run
+    s = result.summary
+    assert s["n_calibrators"] >= 50
+    assert abs(s["zero_point"] - sim.params["zero_point"]) <= 0.005
+    assert abs(s["colour_term"] - sim.params["colour_term"]) <= 0.01
+    assert 0 < s["zero_point_err"] < 0.005
+
+
+def _uncrowded(sim, truth, radius):
+    """Stars whose simulated neighbours put less than 1 % of the star's flux
+    within the aperture radius + 2 FWHM: the photon/read/sky noise model has
+    no crowding term, so the scatter test is made on these."""
+    from scipy.spatial import cKDTree
+    tree = cKDTree(np.column_stack([sim.truth["x"], sim.truth["y"]]))
+    near = tree.query_ball_point(np.column_stack([truth["x"], truth["y"]]),
+                                 r=radius + 2 * sim.params["fwhm_px"])
+    flux = np.asarray(sim.truth["flux_adu"])
+    neighbours = np.array([flux[idx].sum() for idx in near]) - np.asarray(truth["flux_adu"])
+    return neighbours < 0.01 * np.asarray(truth["flux_adu"])
+
+
+@pytest.mark.parametrize("snr_range", [(10, 20), (20, 50), (50, 100), (100, 200), (200, 500)])
+def test_residual_scatter_matches_expected_noise(truth_run, matched, snr_range):
+    """Calibrated-magnitude residuals of uncrowded stars scatter (MAD-based
+    and 3-sigma-clipped std) within 1.1x the photon + read + sky noise of the
+    calibration aperture, and the reported errors agree with it to 25 %."""
+    from astropy.stats import sigma_clipped_stats
+    sim, result = truth_run
+    src, truth = matched
+    lo, hi = snr_range
+    radius = result.summary["calibration_radius_arcsec"] / result.summary["pixel_scale_arcsec"]
+    expected = sim.expected_mag_error(truth["flux_adu"], truth["x"], truth["y"], radius)
+    sel = ((src["flags"] == 0) & ~truth["saturated"] & _uncrowded(sim, truth, radius)
+           & (src["snr"] >= lo) & (src["snr"] < hi))
+    assert sel.sum() >= 30, f"only {sel.sum()} stars in S/N {lo}-{hi}"
+    resid = np.asarray(src["mag_cal"] - truth["ref_mag"])[sel]
+    noise = np.sqrt(np.mean(expected[sel] ** 2))
+    assert mad_std(resid) <= 1.1 * noise
+    assert sigma_clipped_stats(resid, sigma=3.0)[2] <= 1.1 * noise
+    reported = np.sqrt(np.mean(np.asarray(src["mag_cal_err"])[sel] ** 2))
+    assert 0.8 * noise <= reported <= 1.25 * noise
+
+
+def test_astrometry_refined_from_offset_and_rotation(truth_run):
+    """Header WCS 5 arcsec and 0.2 deg off: refined WCS within 0.05 px of the
+    true one (SIP distortion included) over the whole frame."""
+    sim, result = truth_run
+    wcs = WCS(fits.getheader(result.path("calibrated.fits")))
+    h, w = sim.image.shape
+    gy, gx = np.mgrid[0:h:64, 0:w:64]
+    ra, dec = sim.true_wcs.all_pix2world(gx.ravel(), gy.ravel(), 0)
+    x, y = wcs.all_world2pix(ra, dec, 0)
+    rms = np.sqrt(np.mean((x - gx.ravel()) ** 2 + (y - gy.ravel()) ** 2))
+    assert rms <= 0.05
+    assert result.summary["wcs_source"] == "refined"
+    # the header WCS it started from was really off
+    start = WCS(fits.getheader(sim.write(result.out_dir / "start.fits")))
+    x0, y0 = start.all_world2pix(ra, dec, 0)
+    assert np.sqrt(np.mean((x0 - gx.ravel()) ** 2 + (y0 - gy.ravel()) ** 2)) > 3.0
+
+
+def test_limiting_magnitude(truth_run):
+    sim, result = truth_run
+    s = result.summary
+    radius = s["calibration_radius_arcsec"] / s["pixel_scale_arcsec"]
+    assert abs(s["limiting_mag_5sigma"] - sim.limiting_mag(radius)) <= 0.15
+
+
+def test_psf_and_aperture_magnitudes_agree(matched):
+    src, truth = matched
+    sel = (src["flags"] == 0) & ~truth["saturated"] & (src["snr"] >= 20)
+    diff = np.asarray(src["mag_psf"] - src["mag_cal"])[sel]
+    assert np.isfinite(diff).sum() > 100
+    assert abs(np.nanmedian(diff)) <= 0.01
+    # and PSF magnitudes are right, not only consistent
+    assert abs(np.nanmedian(np.asarray(src["mag_psf"] - truth["ref_mag"])[sel])) <= 0.01
+
+
+def test_fwhm_and_detections(truth_run, matched):
+    sim, result = truth_run
+    s = result.summary
+    true_fwhm = sim.params["fwhm_px"] * sim.params["pixscale_arcsec"]
+    # measured FWHM includes the pixel (ePSF); Moffat 3.2 px grows by about 2 %
+    assert abs(s["fwhm_arcsec"] / true_fwhm - 1.0) <= 0.05
+    src, truth = matched
+    bright = sim.truth["ref_mag"] < sim.limiting_mag(3.0) - 1.5
+    found = np.isin(sim.truth["source_id"], truth["source_id"])
+    assert found[bright].mean() >= 0.95
+    assert s["n_sources"] == len(result.sources)
+
+
+def test_products_are_complete_and_typed(truth_run):
+    sim, result = truth_run
+    out = result.out_dir
+    for name in ("calibrated.fits", "sources.vot", "sources.fits", "summary.json", "rapas.log",
+                 "zeropoint.png", "detections.png", "fwhm_map.png", "preview.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert not (out / ".partial").exists() and not (out / "error.json").exists()
+    vot = Table.read(out / "sources.vot")
+    assert len(vot) == result.summary["n_sources"]
+    assert str(vot["ra"].unit) == "deg" and str(vot["mag_cal"].unit) == "mag"
+    header = fits.getheader(out / "calibrated.fits")
+    assert header["RP_ZP"] == result.summary["zero_point"]            # not rounded
+    assert "A_ORDER" in header and header["CTYPE1"].endswith("-SIP")
+    log = (out / "rapas.log").read_text().splitlines()
+    stages = [line.split()[1] for line in log]
+    for stage in ("load", "header", "detection", "refinement", "photometry", "psf-fit", "calibration", "products"):
+        assert stage in stages
+    assert set(result.summary["stage_times_s"]) >= {"detection", "photometry", "calibration"}
