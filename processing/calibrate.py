@@ -54,7 +54,14 @@ def calibrate(x, y, ra, dec, mag, magerr, flags, refcat, band, config, match_rad
                                " in the field")
     good_obj = np.isfinite(mag) & np.isfinite(magerr)
     h, w = shape
-    spatial = config.zp_spatial_order if usable.sum() >= 10 * (config.zp_spatial_order + 1) ** 2 else 0
+    n_matched, n_clean = _count_matches(ra, dec, magerr, flags, refcat[usable], match_radius_arcsec, config)
+    if n_clean < MIN_CALIBRATORS:
+        raise CalibrationError(_no_calibrators(n_matched, n_clean, match_radius_arcsec, config))
+    # a spatial zero-point term only with 10 clean calibrators per coefficient
+    order = config.zp_spatial_order
+    while order > 0 and n_clean < 10 * (order + 1) * (order + 2) // 2:
+        order -= 1
+    spatial = order
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -64,13 +71,12 @@ def calibrate(x, y, ra, dec, mag, magerr, flags, refcat, band, config, match_rad
             cat_color=colour[usable] if use_colour else None,
             sr=match_radius_arcsec / 3600.0, obj_x=x[good_obj], obj_y=y[good_obj],
             spatial_order=spatial, threshold=5.0, niter=10, accept_flags=0, robust=True, sn=config.min_calib_snr,
-            use_color=bool(use_colour), force_color_term=None if use_colour else 0.0, verbose=False)
-    if result is None:
-        raise CalibrationError("the zero-point fit failed (degenerate or no matches)")
-    n_used = int(np.sum(result["idx"]))
+            use_color=bool(use_colour), force_color_term=None if use_colour else 0.0,
+            verbose=lambda *args: log("stdpipe: " + " ".join(str(a) for a in args)))
+    n_used = 0 if result is None else int(np.sum(result["idx"]))
     if n_used < MIN_CALIBRATORS:
-        raise CalibrationError(f"no calibrators: {n_used} unflagged stars matched the reference"
-                               f" catalogue within {match_radius_arcsec:.1f} arcsec")
+        raise CalibrationError(f"the zero-point fit kept {n_used} of {n_clean} calibrators after"
+                               f" rejecting outliers ({MIN_CALIBRATORS} needed)")
     xc, yc = 0.5 * (w - 1), 0.5 * (h - 1)
     zp = float(np.atleast_1d(result["zero_fn"](np.array([xc]), np.array([yc])))[0])
     zp_err = float(np.atleast_1d(result["zero_fn"](np.array([xc]), np.array([yc]), get_err=True))[0])
@@ -85,6 +91,21 @@ def calibrate(x, y, ra, dec, mag, magerr, flags, refcat, band, config, match_rad
     result["cidx_all"] = np.flatnonzero(usable)[result["cidx"]]
     return Calibration(zp, zp_err, cterm, cterm_err, n_used, float(mad_std(resid)), band.gaia_band,
                        median_colour, result)
+
+
+def _count_matches(ra, dec, magerr, flags, refcat, radius_arcsec, config):
+    """(matched, usable) detections: one-to-one matches with the reference
+    stars, and those of them unflagged and above the calibrator S/N."""
+    from .astrometry import nearest_match
+    oidx, _, _ = nearest_match(ra, dec, refcat["ra"], refcat["dec"], radius_arcsec)
+    clean = (flags[oidx] == 0) & (magerr[oidx] < 1.0 / config.min_calib_snr)
+    return len(oidx), int(clean.sum())
+
+
+def _no_calibrators(n_matched, n_clean, radius_arcsec, config):
+    return (f"no calibrators: {n_matched} stars matched the reference catalogue within"
+            f" {radius_arcsec:.1f} arcsec, {n_clean} of them unsaturated, unblended and above"
+            f" S/N {config.min_calib_snr:g} ({MIN_CALIBRATORS} needed)")
 
 
 def limiting_magnitude(data_sub, exclude, radius, exptime, zero_point, aperture_correction,

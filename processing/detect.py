@@ -74,20 +74,24 @@ def estimate_background(data, mask, box=64):
     return Background(level=final.back(), rms=final.rms(), global_rms=float(final.globalrms))
 
 
-def detect_sources(data_sub, background, mask, sigma, minarea=5):
-    """sep extraction with deblending, then windowed (XWIN-like) centroids.
+MIN_STARS = 5          # sources with S/N > 10 needed to call the frame usable
 
-    Returns a structured array from sep plus ``xwin``/``ywin``.
-    """
+
+def detect_sources(data_sub, background, mask, sigma, gain, minarea=5):
+    """sep extraction with deblending; raises ``NoStarsError`` unless at
+    least ``MIN_STARS`` sources reach S/N 10 (noise peaks of a blank frame
+    pass a 3-sigma threshold, real stars pass this one)."""
     sep.set_extract_pixstack(max(300000, data_sub.size // 4))
     sep.set_sub_object_limit(4096)
     objs = sep.extract(data_sub, sigma, err=background.rms, mask=mask, minarea=minarea,
                        deblend_nthresh=32, deblend_cont=0.005, clean=True)
     good = (objs["flux"] > 0) & (objs["a"] > 0.3)
     objs = objs[good]
-    if len(objs) < 3:
-        raise NoStarsError(f"only {len(objs)} sources above {sigma:g} sigma: the frame looks blank"
-                           " (closed shutter, clouds or a wrong exposure)")
+    snr = objs["flux"] / np.sqrt(objs["npix"] * background.global_rms ** 2 + objs["flux"] / gain)
+    n_bright = int(np.sum(snr > 10))
+    if n_bright < MIN_STARS:
+        raise NoStarsError(f"no stars: {n_bright} sources with S/N > 10 ({len(objs)} above {sigma:g} sigma);"
+                           " the frame looks blank (closed shutter, clouds or a wrong exposure)")
     return objs
 
 

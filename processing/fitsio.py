@@ -1,4 +1,5 @@
 """Load the first 2-D image of a FITS file (plain, gzip or fpack)."""
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -17,6 +18,8 @@ class Frame:
     hdu_index: int
     #: largest value the stored integer type can hold (None for float data)
     integer_max: float | None = None
+    #: what loading did to the pixels, for the log
+    notes: list = None
 
 
 def _first_image_hdu(hdul):
@@ -73,6 +76,8 @@ def load_frame(path):
     if min(data.shape) < 16:
         raise InputError(f"{_name(path)}: image of {data.shape[1]}x{data.shape[0]} pixels is too small")
     data = data.astype(np.float32)
+    notes = []
+    data, header = _overscan_and_trim(data, header, notes)
     mask = ~np.isfinite(data)
     if mask.all():
         raise InputError(f"{_name(path)}: every pixel is NaN or infinite")
@@ -80,7 +85,49 @@ def load_frame(path):
     if np.ptp(good) == 0:
         raise InputError(f"{_name(path)}: every pixel has the same value ({good[0]:g}); the frame is empty")
     data[mask] = 0.0
-    return Frame(data=data, header=header, mask=mask, hdu_index=index, integer_max=integer_max)
+    return Frame(data=data, header=header, mask=mask, hdu_index=index, integer_max=integer_max,
+                 notes=notes)
+
+
+_SECTION = re.compile(r"^\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]$")
+
+
+def _section(value, shape):
+    """numpy slices of an IRAF section '[x1:x2,y1:y2]' (1-based, inclusive), or None."""
+    match = _SECTION.match(str(value).strip())
+    if not match:
+        return None
+    x1, x2, y1, y2 = (int(g) for g in match.groups())
+    h, w = shape
+    if not (1 <= x1 <= x2 <= w and 1 <= y1 <= y2 <= h):
+        return None
+    return slice(y1 - 1, y2), slice(x1 - 1, x2)
+
+
+def _overscan_and_trim(data, header, notes):
+    """Raw CCD frames: subtract the overscan (BIASSEC) median, keep TRIMSEC.
+
+    The WCS reference pixel moves with the trim; the section keywords are
+    removed so the product is not trimmed twice by another tool.
+    """
+    bias = _section(header.get("BIASSEC", ""), data.shape)
+    trim = _section(header.get("TRIMSEC", ""), data.shape)
+    if bias is not None and trim is not None:
+        level = float(np.nanmedian(data[bias]))
+        data = data - level
+        notes.append(f"overscan {header['BIASSEC'].strip()} median {level:.1f} ADU subtracted")
+        header.add_history(f"RAPAS: overscan {header['BIASSEC'].strip()} ({level:.2f} ADU) subtracted")
+    if trim is not None:
+        data = np.ascontiguousarray(data[trim])
+        dy, dx = trim[0].start, trim[1].start
+        for key, delta in (("CRPIX1", dx), ("CRPIX2", dy)):
+            if key in header:
+                header[key] = header[key] - delta
+        notes.append(f"trimmed to {header['TRIMSEC'].strip()}")
+        header.add_history(f"RAPAS: trimmed to {header['TRIMSEC'].strip()}")
+        for key in ("TRIMSEC", "BIASSEC", "DATASEC"):
+            header.remove(key, ignore_missing=True)
+    return data, header
 
 
 def _name(path):

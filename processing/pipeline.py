@@ -109,6 +109,8 @@ def _run(image_path, out, config, log):
     checksum = sha256(image_path)
     frame = load_frame(image_path)
     shape = frame.data.shape
+    for note in frame.notes:
+        log(note)
     log(f"image {shape[1]}x{shape[0]} from HDU {frame.hdu_index}, {int(frame.mask.sum())} non-finite pixels")
 
     log.begin("header")
@@ -127,7 +129,7 @@ def _run(image_path, out, config, log):
     log(f"background median {np.median(bkg.level):.2f} ADU, rms {bkg.global_rms:.3f} ADU")
 
     log.begin("detection")
-    objs = detect.detect_sources(data_sub, bkg, bad, config.detect_sigma)
+    objs = detect.detect_sources(data_sub, bkg, bad, config.detect_sigma, info.gain)
     point_like = detect.stellar(objs)
     fwhm0 = detect.initial_fwhm(objs, point_like)
     x, y = np.asarray(objs["x"]), np.asarray(objs["y"])     # windowed after the PSF is known
@@ -160,6 +162,9 @@ def _run(image_path, out, config, log):
         wcs = astrometry.solve_blind(Table(dict(x=x, y=y, flux=objs["flux"], fluxerr=fluxerr)),
                                      shape, frame.header, config, log)
         wcs_source = "solved"
+        solved_centre = wcs.pixel_to_world(0.5 * (shape[1] - 1), 0.5 * (shape[0] - 1))
+        log(f"solved: centre RA {solved_centre.ra.deg:.5f} Dec {solved_centre.dec.deg:.5f},"
+            f" {astrometry.pixel_scale_arcsec(wcs):.3f} arcsec/px")
     scale = astrometry.pixel_scale_arcsec(wcs)
     centre = wcs.pixel_to_world(0.5 * (shape[1] - 1), 0.5 * (shape[0] - 1))
     fill_airmass(info, centre)

@@ -1,0 +1,129 @@
+"""Bad input: a typed error with one line a person understands, a non-zero
+CLI exit, and nothing left that looks like a complete product."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from processing.config import Config
+from processing.errors import (AstrometryError, CalibrationError, HeaderError, InputError,
+                               NoStarsError)
+from processing.pipeline import reduce
+from processing.simulate import simulate_frame
+
+
+@pytest.fixture(scope="module")
+def small_sim():
+    return simulate_frame(shape=(512, 512), n_stars=250, seed=3)
+
+
+def _write(path, data, header=None):
+    fits.PrimaryHDU(data, header).writeto(path, overwrite=True)
+    return path
+
+
+def _header(sim, **changes):
+    header = sim.header.copy()
+    for key, value in changes.items():
+        if value is None:
+            header.remove(key, ignore_missing=True)
+        else:
+            header[key] = value
+    return header
+
+
+def _cases(tmp, sim):
+    """(name, path, config, expected error type, words the message must contain)"""
+    ref = tmp / "ref.fits"
+    sim.catalogue.write(ref, overwrite=True)
+    cfg = Config(refcat={"kind": "file", "path": str(ref)})
+    rng = np.random.default_rng(0)
+    text = tmp / "notes.fits"
+    text.write_text("these are observing notes, not an image\n")
+    good = sim.write(tmp / "good.fits")
+    truncated = tmp / "truncated.fits"
+    truncated.write_bytes(good.read_bytes()[:20000])
+    empty_primary = tmp / "empty.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column("a", "E", array=[1.0])])]
+                 ).writeto(empty_primary)
+    blank = rng.normal(300, 15, sim.image.shape).astype(np.float32)
+    far_away = tmp / "far_ref.fits"
+    far = sim.catalogue.copy()
+    far["ra"] = (far["ra"] + 90) % 360
+    far.write(far_away)
+    return [
+        ("not FITS", text, cfg, InputError, "not a readable FITS"),
+        ("truncated FITS", truncated, cfg, InputError, "not a readable FITS"),
+        ("no image HDU", empty_primary, cfg, InputError, "no image"),
+        ("3-D cube", _write(tmp / "cube.fits", np.zeros((3, 64, 64), np.float32)), cfg, InputError, "3-D"),
+        ("all NaN", _write(tmp / "nan.fits", np.full((128, 128), np.nan, np.float32)), cfg, InputError, "NaN"),
+        ("constant", _write(tmp / "const.fits", np.full((128, 128), 65535, np.float32)), cfg, InputError, "same value"),
+        ("blank sky", _write(tmp / "blank.fits", blank, sim.header), cfg, NoStarsError, "no stars"),
+        ("unknown filter", _write(tmp / "filt.fits", sim.image, _header(sim, FILTER="Halpha-7nm")), cfg,
+         HeaderError, "unknown filter"),
+        ("negative EXPTIME", _write(tmp / "exp.fits", sim.image, _header(sim, EXPTIME=-5.0)), cfg,
+         HeaderError, "must be positive"),
+        ("no date", _write(tmp / "date.fits", sim.image, _header(sim, **{"DATE-OBS": None})), cfg,
+         HeaderError, "no observation date"),
+        ("no WCS, solving off", _write(tmp / "nowcs.fits", sim.image,
+                                      fits.Header([c for c in sim.header.cards
+                                                   if not c.keyword.startswith(("C", "PC", "A_", "B_", "WCS"))])),
+         cfg.with_options(plate_solve="never"), AstrometryError, "no WCS in header"),
+        ("no calibrators", good, cfg.with_options(refcat={"kind": "file", "path": str(far_away)}),
+         CalibrationError, "no calibrators"),
+    ]
+
+
+def test_each_bad_input_fails_clearly_and_leaves_no_product(tmp_path, small_sim):
+    for name, path, config, error, words in _cases(tmp_path, small_sim):
+        out = tmp_path / f"out-{name.replace(' ', '_')}"
+        with pytest.raises(error) as info:
+            reduce(path, out, config)
+        message = str(info.value)
+        assert words in message, (name, message)
+        assert "\n" not in message and "Traceback" not in message and len(message) < 400, name
+        assert not (out / "summary.json").exists(), name
+        assert not (out / "calibrated.fits").exists() and not (out / ".partial").exists(), name
+        error_doc = json.loads((out / "error.json").read_text())
+        assert error_doc["message"] == message and error_doc["type"] == error.__name__
+        assert "ERROR: " + message in (out / "rapas.log").read_text()
+
+
+def test_unsolvable_field_fails_within_its_time_limit(tmp_path, small_sim):
+    """No WCS on a 10-arcmin field: the Tycho-2 index cannot solve it."""
+    header = fits.Header([c for c in small_sim.header.cards
+                          if not c.keyword.startswith(("C", "PC", "A_", "B_", "WCS"))])
+    path = _write(tmp_path / "nowcs.fits", small_sim.image, header)
+    import time
+    start = time.monotonic()
+    with pytest.raises(AstrometryError, match="plate solving failed"):
+        reduce(path, tmp_path / "out", Config(solve_timeout_s=8))
+    assert time.monotonic() - start < 40
+
+
+def test_failed_rerun_removes_previous_products(tmp_path, small_sim):
+    ref = tmp_path / "ref.fits"
+    small_sim.catalogue.write(ref)
+    cfg = Config(refcat={"kind": "file", "path": str(ref)})
+    image = small_sim.write(tmp_path / "img.fits")
+    reduce(image, tmp_path / "out", cfg)
+    assert (tmp_path / "out" / "summary.json").exists()
+    _write(image, np.full((128, 128), np.nan, np.float32))
+    with pytest.raises(InputError):
+        reduce(image, tmp_path / "out", cfg)
+    assert not (tmp_path / "out" / "summary.json").exists()
+    assert not (tmp_path / "out" / "sources.vot").exists()
+
+
+def test_cli_exit_code_and_one_line(tmp_path):
+    bad = tmp_path / "bad.fits"
+    bad.write_text("not fits")
+    run = subprocess.run([sys.executable, "-m", "processing.cli", str(bad), "--out", str(tmp_path / "o"),
+                          "--quiet"], capture_output=True, text=True)
+    assert run.returncode == 2
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert lines == [f"rapas-reduce: bad.fits is not a readable FITS file ({lines[0].split('(', 1)[1]}"]
+    assert "Traceback" not in run.stderr

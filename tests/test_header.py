@@ -1,0 +1,71 @@
+"""Header normalisation on the spellings cameras really write."""
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from processing.config import Config
+from processing.errors import HeaderError
+from processing.filters import BANDS, canonical_band
+from processing.header import normalise_header
+
+
+@pytest.mark.parametrize("raw, band", [("G", "G"), ("Gaia_BP", "BP"), ("grp", "RP"), ("Rc", "R"),
+                                        ("Johnson V", "V"), ("sdss_r", "r'"), ("g'", "g'"), ("Clear", "CLEAR"),
+                                        ("L", "CLEAR"), ("I", "I")])
+def test_filter_synonyms(raw, band):
+    assert canonical_band(raw).name == band
+
+
+def test_every_band_has_a_gaia_reference_and_a_wavelength_range():
+    for band in BANDS.values():
+        assert band.gaia_band in ("G", "BP", "RP")
+        assert 250e-9 < band.em_min < band.em_max < 1200e-9
+
+
+def _info(**cards):
+    header = fits.Header()
+    header.update({"DATE-OBS": "2025-01-02T03:04:05", "EXPTIME": 30.0, "FILTER": "G", "GAIN": 1.4,
+                   "RDNOISE": 6.0, "SATURATE": 50000})
+    for key, value in cards.items():
+        if value is None:
+            header.remove(key)
+        else:
+            header[key] = value
+    warnings = []
+    return normalise_header(header, np.zeros((10, 10)), 65535.0, Config(), warnings), warnings
+
+
+def test_mid_exposure_mjd():
+    info, warnings = _info()
+    assert info.mjd_mid == pytest.approx(60677.127836 + 15 / 86400, abs=1e-6)
+    assert warnings == []
+
+
+def test_old_and_y2k_broken_dates():
+    info, _ = _info(**{"DATE-OBS": "05/04/87", "TIME-OBS": "09:27:27"})
+    assert info.date_obs.isot == "1987-04-05T09:27:27.000"
+    info, warnings = _info(**{"DATE-OBS": "26/07/102", "TIME-OBS": "19:36:37"})
+    assert info.date_obs.isot == "2002-07-26T19:36:37.000"
+    assert any("three-digit year" in w for w in warnings)
+
+
+def test_missing_values_get_documented_defaults_with_warnings():
+    info, warnings = _info(GAIN=None, RDNOISE=None, SATURATE=None, FILTER=None)
+    assert (info.gain, info.rdnoise, info.saturate, info.band.name) == (1.0, 0.0, 0.95 * 65535, "CLEAR")
+    assert len(warnings) == 4
+
+
+def test_date_falls_back_to_mjd_then_jd():
+    info, _ = _info(**{"DATE-OBS": None, "MJD-OBS": 60000.5})
+    assert info.date_obs.mjd == 60000.5
+    info, warnings = _info(**{"DATE-OBS": None, "JD": 2452482.31709})
+    assert info.date_obs.isot.startswith("2002-07-26T19:36")
+
+
+def test_impossible_values_raise():
+    with pytest.raises(HeaderError, match="positive"):
+        _info(EXPTIME=0)
+    with pytest.raises(HeaderError, match="unknown filter"):
+        _info(FILTER="OIII")
+    with pytest.raises(HeaderError, match="Bayer"):
+        _info(FILTER="RGGB")
