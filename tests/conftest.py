@@ -1,8 +1,11 @@
 """Shared fixtures.  Simulated frames are rendered once per session."""
 import os
+import sys
 import warnings
 
 import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 warnings.filterwarnings("ignore")
@@ -32,3 +35,32 @@ def realdata():
     if not os.path.isdir(path):
         pytest.fail(f"the shared real frames are missing: {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def dachs(tmp_path_factory):
+    """The throwaway DaCHS instance (started once, torn down at the end)."""
+    from dachs_instance import DachsInstance
+    instance = DachsInstance(tmp_path_factory.mktemp("dachs") / "root")
+    try:
+        instance.start()
+        yield instance
+    finally:
+        instance.stop()
+
+
+@pytest.fixture(scope="session")
+def archived(dachs, tmp_path_factory):
+    """A simulated frame reduced by the pipeline and ingested into the archive."""
+    from processing.config import Config
+    from processing.pipeline import reduce
+    from processing.simulate import simulate_frame
+    work = tmp_path_factory.mktemp("archived")
+    sim = simulate_frame(shape=(1024, 1024), n_stars=800, seed=5, ra=150.0, dec=20.0,
+                         header_wcs="perturbed", wcs_offset_arcsec=3.0, wcs_rotation_deg=0.1)
+    image = sim.write(work / "frame.fits")
+    sim.catalogue.write(work / "refcat.fits")
+    result = reduce(image, work / "out", Config(refcat={"kind": "file", "path": str(work / "refcat.fits")}))
+    import json
+    ingested = json.loads(dachs.ingest(result.out_dir).stdout)
+    return sim, result, ingested

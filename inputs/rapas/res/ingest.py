@@ -1,0 +1,123 @@
+"""Ingest one reduced frame into the RAPAS archive: all rows or none.
+
+Runs on DaCHS's Python (Debian's /usr/bin/python3), never in the pipeline's
+virtual environment:
+
+    GAVOSETTINGS=... python3 inputs/rapas/res/ingest.py PRODUCT_DIR [PRODUCT_DIR ...]
+
+The product directory is what ``rapas-reduce`` wrote (calibrated.fits,
+sources.fits, summary.json, plots, log).  It is copied to
+``<resdir>/data/<obs_id>/``; then, in one database transaction, the rows of
+an earlier ingestion of the same submitted file (same SHA-256) are deleted
+and the image, its product entry and its sources are inserted.  If anything
+fails, the transaction is rolled back and the earlier files are put back, so
+the archive is exactly as before.
+"""
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+REQUIRED = ("calibrated.fits", "sources.fits", "summary.json")
+RD_ID = "rapas/q"
+
+
+class IngestError(Exception):
+    """The product directory cannot be ingested; the archive is unchanged."""
+
+
+def obs_id_of(summary):
+    return "rapas-" + summary["checksum_sha256"][:16]
+
+
+def _read_summary(product_dir):
+    missing = [name for name in REQUIRED if not (product_dir / name).is_file()]
+    if missing:
+        raise IngestError(f"{product_dir} is not a complete RAPAS product: missing {', '.join(missing)}")
+    try:
+        summary = json.loads((product_dir / "summary.json").read_text())
+        obs_id_of(summary)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IngestError(f"{product_dir}/summary.json is unreadable ({exc})") from exc
+    return summary
+
+
+def _place_files(product_dir, target):
+    """Copy the products next to ``target``; return the backup of an older copy."""
+    staging = target.with_name("." + target.name + ".new")
+    backup = target.with_name("." + target.name + ".old")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(backup, ignore_errors=True)
+    shutil.copytree(product_dir, staging)
+    os.chmod(staging, 0o755)
+    if target.exists():
+        target.rename(backup)
+    staging.rename(target)
+    return backup
+
+
+def _restore_files(target, backup):
+    shutil.rmtree(target, ignore_errors=True)
+    if backup.exists():
+        backup.rename(target)
+
+
+def _delete_rows(conn, obs_id, accref):
+    conn.execute("DELETE FROM rapas.sources WHERE obs_id=%(obs_id)s", {"obs_id": obs_id})
+    conn.execute("DELETE FROM rapas.images WHERE obs_id=%(obs_id)s", {"obs_id": obs_id})
+    conn.execute("DELETE FROM dc.products WHERE accref=%(accref)s", {"accref": accref})
+
+
+def ingest(product_dir):
+    """Ingest one product directory; returns dict(obs_id, pubDID, n_sources)."""
+    from gavo import api, base
+    product_dir = Path(product_dir).resolve()
+    summary = _read_summary(product_dir)
+    obs_id = obs_id_of(summary)
+    rd = api.getRD(RD_ID)
+    target = Path(rd.resdir) / "data" / obs_id
+    target.parent.mkdir(parents=True, exist_ok=True)
+    accref = os.path.relpath(target / "calibrated.fits", base.getConfig("inputsDir"))
+    backup = _place_files(product_dir, target)
+    options = api.getParseOptions(validateRows=True)
+    try:
+        with base.getWritableAdminConn() as conn:
+            _delete_rows(conn, obs_id, accref)
+            api.makeData(rd.getById("import_images"), forceSource=str(target / "calibrated.fits"),
+                         connection=conn, parseOptions=options, runCommit=False)
+            api.makeData(rd.getById("import_sources"), forceSource=str(target / "sources.fits"),
+                         connection=conn, parseOptions=options, runCommit=False)
+            n_rows = list(conn.query("SELECT count(*) FROM rapas.sources WHERE obs_id=%(o)s",
+                                     {"o": obs_id}))[0][0]
+            if n_rows != summary["n_sources"]:
+                raise IngestError(f"{obs_id}: {n_rows} source rows read, summary says {summary['n_sources']}")
+            pub_did = list(conn.query("SELECT pubDID FROM rapas.images WHERE obs_id=%(o)s",
+                                      {"o": obs_id}))[0][0]
+    except Exception as exc:
+        _restore_files(target, backup)
+        if isinstance(exc, IngestError):
+            raise
+        raise IngestError(f"ingestion of {product_dir.name} failed and was rolled back:"
+                          f" {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
+    shutil.rmtree(backup, ignore_errors=True)
+    return {"obs_id": obs_id, "pubDID": pub_did, "n_sources": int(n_rows)}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        print(__doc__, file=sys.stderr)
+        return 2
+    status = 0
+    for product_dir in argv:
+        try:
+            print(json.dumps(ingest(product_dir)))
+        except IngestError as exc:
+            print(f"rapas-ingest: {exc}", file=sys.stderr)
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

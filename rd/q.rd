@@ -1,0 +1,381 @@
+<resource schema="rapas" resdir="rapas">
+  <meta name="creationDate">2026-11-25T00:00:00Z</meta>
+  <meta name="title">RAPAS transient follow-up images and photometry</meta>
+  <meta name="description">
+    Calibrated images and their photometric source catalogues from the RAPAS
+    professional-amateur network, which follows up transients (GRB
+    afterglows, kilonovae, supernovae, novae) with Gaia-compatible G, BP and
+    RP filters.  Each submitted frame is reduced server-side: WCS refined
+    against Gaia DR3 (or solved blind with Astrometry.net), aperture and PSF
+    photometry, zero point and BP-RP colour term fitted on Gaia DR3.
+  </meta>
+  <meta name="subject">transient-sources</meta>
+  <meta name="subject">photometry</meta>
+  <meta name="subject">gamma-ray-bursts</meta>
+  <meta name="subject">supernovae</meta>
+  <meta name="creator">RAPAS network</meta>
+  <meta name="facility">RAPAS network telescopes</meta>
+  <meta name="contentLevel">Research</meta>
+  <meta name="type">Archive</meta>
+  <meta name="coverage.waveband">Optical</meta>
+
+  <table id="images" onDisk="True" mixin="//siap#pgs" adql="True" primary="obs_id">
+    <meta name="description">One row per reduced RAPAS frame: where and when
+      it was taken, how it was calibrated, and how deep it goes.  The
+      calibrated FITS is the access_url; its sources are in rapas.sources
+      (join on obs_id).</meta>
+    <mixin
+      calibLevel="2"
+      collectionName="'RAPAS'"
+      targetName="object_name"
+      expTime="exptime"
+      tMin="t_min"
+      tMax="t_max"
+      sResolution="fwhm"
+      fov="fov"
+      facilityName="telescope"
+      instrumentName="instId"
+      >//obscore#publishSIAP</mixin>
+    <meta name="_associatedDatalinkService">
+      <meta name="serviceId">dl</meta>
+      <meta name="idColumn">pubDID</meta>
+    </meta>
+
+    <column name="obs_id" type="text" required="True" ucd="meta.id;meta.main"
+      tablehead="Obs. id" verbLevel="1"
+      description="RAPAS identifier of the frame: 'rapas-' and the first 16
+        hex digits of the SHA-256 of the submitted file"/>
+    <column name="pubDID" type="text" ucd="meta.ref.ivoid" tablehead="Pub. DID"
+      verbLevel="15" description="IVOA publisher dataset identifier of the calibrated image"/>
+    <column name="object_name" type="text" ucd="meta.id;src" tablehead="Object"
+      verbLevel="5" description="Target name from the OBJECT header keyword"/>
+    <column name="observer" type="text" ucd="meta.id.PI" tablehead="Observer"
+      verbLevel="10" description="Observer from the OBSERVER keyword"/>
+    <column name="telescope" type="text" ucd="instr.tel" tablehead="Telescope"
+      verbLevel="10" description="Telescope from the TELESCOP keyword"/>
+    <column name="filter" type="text" ucd="instr.filter" tablehead="Filter"
+      verbLevel="1" description="RAPAS canonical band (G, BP, RP, Johnson-Cousins, SDSS or CLEAR)"/>
+    <column name="calibration_band" type="text" ucd="instr.filter;meta.ref"
+      tablehead="Cal. band" verbLevel="15"
+      description="Gaia DR3 band the zero point refers to"/>
+    <column name="t_min" type="double precision" unit="d" ucd="time.start;obs.exposure"
+      tablehead="Start (MJD)" verbLevel="10" description="Start of the exposure, MJD (UTC)"/>
+    <column name="t_max" type="double precision" unit="d" ucd="time.end;obs.exposure"
+      tablehead="End (MJD)" verbLevel="10" description="End of the exposure, MJD (UTC)"/>
+    <column name="exptime" type="real" unit="s" ucd="time.duration;obs.exposure"
+      tablehead="Exp. time" verbLevel="1" description="Exposure time"/>
+    <column name="airmass" type="real" ucd="obs.airMass" tablehead="Airmass"
+      verbLevel="10" description="Airmass at mid-exposure (header or computed)"/>
+    <column name="fov" type="double precision" unit="deg" ucd="phys.angSize;instr.fov"
+      tablehead="FoV" verbLevel="15" description="Diameter of the circle enclosing the image"/>
+    <column name="fwhm" type="real" unit="arcsec" ucd="phys.angSize;instr.det.psf"
+      tablehead="FWHM" verbLevel="1" description="PSF full width at half maximum"/>
+    <column name="ellipticity" type="real" ucd="src.ellipticity;instr.det.psf"
+      tablehead="Ellipticity" verbLevel="15" description="Median 1 - b/a of the PSF stars"/>
+    <column name="zero_point" type="double precision" unit="mag" ucd="phot.mag;arith.zp"
+      tablehead="ZP" verbLevel="5"
+      description="Zero point at the frame centre: mag = ZP - 2.5 log10(ADU/s) + colour_term (BP-RP), total flux"/>
+    <column name="zero_point_err" type="real" unit="mag" ucd="stat.error;phot.mag;arith.zp"
+      tablehead="ZP err" verbLevel="5" description="Error of zero_point"/>
+    <column name="colour_term" type="real" ucd="arith.factor;phot.color"
+      tablehead="Colour term" verbLevel="10" description="Colour term in Gaia BP-RP"/>
+    <column name="colour_term_err" type="real" ucd="stat.error;arith.factor;phot.color"
+      tablehead="Colour term err" verbLevel="15" description="Error of colour_term"/>
+    <column name="n_calibrators" type="integer" ucd="meta.number;phot.calib"
+      tablehead="N cal" verbLevel="15" description="Gaia stars used in the zero-point fit">
+      <values nullLiteral="-1"/>
+    </column>
+    <column name="limiting_mag" type="real" unit="mag" ucd="phot.mag;stat.max"
+      tablehead="Lim. mag" verbLevel="1"
+      description="5-sigma limiting magnitude of a point source (from the noise in empty apertures)"/>
+    <column name="n_sources" type="integer" ucd="meta.number;src"
+      tablehead="N src" verbLevel="5" description="Sources in rapas.sources for this image">
+      <values nullLiteral="-1"/>
+    </column>
+    <column name="astrometric_rms" type="real" unit="arcsec" ucd="stat.stdev;pos.eq"
+      tablehead="Astrom. RMS" verbLevel="10"
+      description="RMS of catalogue minus WCS positions of the reference stars"/>
+    <column name="wcs_source" type="text" ucd="meta.code;pos.wcs" tablehead="WCS from"
+      verbLevel="15" description="header (kept), refined (header refined on Gaia) or solved (blind, Astrometry.net)"/>
+    <column name="pipeline_version" type="text" ucd="meta.version;meta.software"
+      tablehead="Pipeline" verbLevel="20" description="RAPAS pipeline version"/>
+    <column name="processing_time" type="real" unit="s" ucd="time.duration;meta.software"
+      tablehead="Proc. time" verbLevel="20" description="Wall time of the reduction"/>
+    <column name="checksum" type="text" ucd="meta.checksum" tablehead="SHA-256"
+      verbLevel="25" description="SHA-256 of the submitted file"/>
+    <column name="warnings" type="text" ucd="meta.note" tablehead="Warnings"
+      verbLevel="25" description="Pipeline warnings (defaults used, steps skipped), one per line"/>
+  </table>
+
+  <table id="sources" onDisk="True" adql="True" mixin="//scs#pgs-pos-index">
+    <meta name="description">Photometric sources detected on the RAPAS images,
+      one row per source per image, calibrated on Gaia DR3.  Join with
+      rapas.images on obs_id for the observation time and filter.</meta>
+    <foreignKey inTable="images" source="obs_id" dest="obs_id"/>
+    <index columns="obs_id"/>
+    <column name="source_id" type="text" required="True" ucd="meta.id;meta.main"
+      tablehead="Source" verbLevel="1" description="Archive-wide source identifier: obs_id and the running number"/>
+    <column name="obs_id" type="text" required="True" ucd="meta.id;obs"
+      tablehead="Obs. id" verbLevel="1" description="Image this source was measured on (rapas.images.obs_id)"/>
+    <column name="source_num" type="integer" required="True" ucd="meta.id;meta.number"
+      tablehead="#" verbLevel="5" description="Running number of the source in its image"/>
+    <column name="ra" type="double precision" unit="deg" ucd="pos.eq.ra;meta.main"
+      tablehead="RA" verbLevel="1" required="True"
+      description="Right ascension (ICRS) at the observation epoch"/>
+    <column name="dec" type="double precision" unit="deg" ucd="pos.eq.dec;meta.main"
+      tablehead="Dec" verbLevel="1" required="True"
+      description="Declination (ICRS) at the observation epoch"/>
+    <column name="x_image" type="real" unit="pix" ucd="pos.cartesian.x;instr.det"
+      tablehead="x" verbLevel="15" description="Windowed centroid x (FITS pixels, first is 1)"/>
+    <column name="y_image" type="real" unit="pix" ucd="pos.cartesian.y;instr.det"
+      tablehead="y" verbLevel="15" description="Windowed centroid y (FITS pixels, first is 1)"/>
+    <LOOP listItems="1 2 3 4">
+      <events>
+        <column name="mag_ap\item" type="real" unit="mag" ucd="phot.mag"
+          tablehead="Mag ap\item" verbLevel="15"
+          description="Calibrated magnitude in aperture \item (radii in the image's summary; not corrected to total)"/>
+        <column name="mag_ap\item\+_err" type="real" unit="mag" ucd="stat.error;phot.mag"
+          tablehead="Err ap\item" verbLevel="15" description="Photometric error of mag_ap\item"/>
+      </events>
+    </LOOP>
+    <column name="mag_psf" type="real" unit="mag" ucd="phot.mag"
+      tablehead="PSF mag" verbLevel="10" description="Calibrated PSF magnitude, aperture-corrected to total flux"/>
+    <column name="mag_psf_err" type="real" unit="mag" ucd="stat.error;phot.mag"
+      tablehead="PSF err" verbLevel="10" description="Error of mag_psf, zero-point error included"/>
+    <column name="mag_inst" type="real" unit="mag" ucd="phot.mag;instr"
+      tablehead="Inst. mag" verbLevel="20" description="Instrumental magnitude -2.5 log10(ADU/s), total flux"/>
+    <column name="mag_inst_err" type="real" unit="mag" ucd="stat.error;phot.mag;instr"
+      tablehead="Inst. err" verbLevel="20" description="Photon, sky and read noise error of mag_inst"/>
+    <column name="mag_cal" type="real" unit="mag" ucd="phot.mag;em.opt"
+      tablehead="Mag" verbLevel="1"
+      description="Calibrated total magnitude in the image's filter (Gaia colour applied when matched, else the calibrators' median BP-RP)"/>
+    <column name="mag_cal_err" type="real" unit="mag" ucd="stat.error;phot.mag;em.opt"
+      tablehead="Mag err" verbLevel="1" description="Error of mag_cal, zero-point error included"/>
+    <column name="snr" type="real" ucd="stat.snr" tablehead="S/N" verbLevel="5"
+      description="Signal-to-noise ratio in the calibration aperture"/>
+    <column name="fwhm" type="real" unit="arcsec" ucd="phys.angSize;src" tablehead="FWHM"
+      verbLevel="10" description="Full width at half maximum of the source"/>
+    <column name="ellipticity" type="real" ucd="src.ellipticity" tablehead="Ellip."
+      verbLevel="15" description="1 - b/a from second moments"/>
+    <column name="flags" type="integer" required="True" ucd="meta.code.qual" tablehead="Flags" verbLevel="5"
+      description="Bits: 1 saturated, 2 masked pixel, 4 deblended, 8 near edge, 16 poor sky, 32 PSF fit failed"/>
+    <column name="gaia_source_id" type="bigint" ucd="meta.id.cross" tablehead="Gaia DR3"
+      verbLevel="10" description="Gaia DR3 source_id of the one-to-one nearest match, NULL if none">
+      <values nullLiteral="0"/>
+    </column>
+    <column name="gaia_sep" type="real" unit="arcsec" ucd="pos.angDistance"
+      tablehead="Gaia sep" verbLevel="20" description="Distance to the Gaia match"/>
+    <column name="gaia_bp_rp" type="real" unit="mag" ucd="phot.color;em.opt.B;em.opt.R"
+      tablehead="BP-RP" verbLevel="15" description="Gaia BP-RP colour of the match"/>
+    <column name="simbad_id" type="text" ucd="meta.id.cross" tablehead="SIMBAD"
+      verbLevel="20" description="SIMBAD main identifier of the match (catalogue enrichment)"/>
+    <column name="vsx_name" type="text" ucd="meta.id.cross" tablehead="VSX"
+      verbLevel="20" description="AAVSO VSX variable-star name of the match"/>
+    <column name="milliquas_name" type="text" ucd="meta.id.cross" tablehead="Milliquas"
+      verbLevel="20" description="Milliquas quasar name of the match"/>
+    <column name="skybot_name" type="text" ucd="meta.id.cross" tablehead="SkyBoT"
+      verbLevel="20" description="Minor planet at this position and epoch (SkyBoT)"/>
+  </table>
+
+  <data id="import_images" updating="True">
+    <sources pattern="data/*/calibrated.fits"/>
+    <fitsProdGrammar qnd="True">
+      <rowfilter procDef="//products#define">
+        <bind key="table">"\schema.images"</bind>
+        <!-- the pipeline's own preview.png, beside the FITS -->
+        <bind key="preview">\inputRelativePath{False}.rsplit("/", 1)[0] + "/preview.png"</bind>
+        <bind key="preview_mime">"image/png"</bind>
+      </rowfilter>
+    </fitsProdGrammar>
+    <make table="images">
+      <rowmaker>
+        <apply name="readSummary">
+          <doc>The pipeline's summary.json beside the FITS has the calibration.</doc>
+          <code>
+            import json, os
+            with open(os.path.join(os.path.dirname(\fullPath), "summary.json")) as f:
+              vars["summary"] = json.load(f)
+          </code>
+        </apply>
+        <apply procDef="//siap#setMeta">
+          <bind key="dateObs">vars["summary"]["mjd_mid"]</bind>
+          <bind key="bandpassId">vars["summary"]["filter"]</bind>
+          <bind key="bandpassUnit">"m"</bind>
+          <bind key="bandpassLo">vars["summary"]["em_min"]</bind>
+          <bind key="bandpassHi">vars["summary"]["em_max"]</bind>
+          <bind key="bandpassRefval">0.5*(vars["summary"]["em_min"]+vars["summary"]["em_max"])</bind>
+          <bind key="instrument">vars["summary"]["instrument"] or "unknown"</bind>
+          <bind key="title">"RAPAS {} {} {} {}".format(
+            vars["summary"]["object"] or "field", vars["summary"]["filter"],
+            vars["summary"]["date_obs"][:19], vars["summary"]["telescope"] or "")</bind>
+        </apply>
+        <apply procDef="//siap#computePGS"/>
+        <apply name="fillColumns">
+          <code>
+            s = vars["summary"]
+            result["obs_id"] = "rapas-" + s["checksum_sha256"][:16]
+            result["pubDID"] = getStandardPubDID(vars["prodtblAccref"])
+            for dest, key in [("object_name", "object"), ("observer", "observer"),
+                ("telescope", "telescope"), ("filter", "filter"),
+                ("calibration_band", "calibration_band"), ("t_min", "mjd_start"),
+                ("t_max", "mjd_end"), ("exptime", "exptime"), ("airmass", "airmass"),
+                ("fwhm", "fwhm_arcsec"), ("ellipticity", "ellipticity"),
+                ("zero_point", "zero_point"), ("zero_point_err", "zero_point_err"),
+                ("colour_term", "colour_term"), ("colour_term_err", "colour_term_err"),
+                ("n_calibrators", "n_calibrators"), ("limiting_mag", "limiting_mag_5sigma"),
+                ("n_sources", "n_sources"), ("astrometric_rms", "astrometric_rms_arcsec"),
+                ("wcs_source", "wcs_source"), ("pipeline_version", "pipeline_version"),
+                ("processing_time", "processing_time_s"), ("checksum", "checksum_sha256"),
+                ("fov", "fov_deg")]:
+              value = s.get(key)
+              result[dest] = None if isinstance(value, float) and value != value else value
+            result["warnings"] = "\n".join(s.get("warnings") or []) or None
+          </code>
+        </apply>
+      </rowmaker>
+    </make>
+  </data>
+
+  <data id="import_sources" updating="True">
+    <sources pattern="data/*/sources.fits"/>
+    <fitsTableGrammar>
+      <sourceFields>
+        <code>
+          import os
+          return {"obs_id": os.path.basename(os.path.dirname(sourceToken))}
+        </code>
+      </sourceFields>
+    </fitsTableGrammar>
+    <make table="sources">
+      <rowmaker idmaps="*">
+        <map key="obs_id">@obs_id</map>
+        <map key="source_id">"%s-%06d" % (@obs_id, @source_num)</map>
+        <map key="gaia_source_id">@gaia_source_id if @gaia_source_id else None</map>
+        <LOOP listItems="gaia_sep gaia_bp_rp mag_psf mag_psf_err mag_cal mag_cal_err mag_inst mag_inst_err
+            mag_ap1 mag_ap1_err mag_ap2 mag_ap2_err mag_ap3 mag_ap3_err mag_ap4 mag_ap4_err fwhm ellipticity snr">
+          <events>
+            <map key="\item">None if @\item != @\item else float(@\item)</map>
+          </events>
+        </LOOP>
+      </rowmaker>
+    </make>
+  </data>
+
+  <coverage>
+    <updater sourceTable="images"/>
+  </coverage>
+
+  <service id="siap2" allowed="siap2.xml,form">
+    <meta name="shortName">RAPAS SIAP2</meta>
+    <meta name="sia.type">Pointed</meta>
+    <meta name="title">RAPAS images (SIAP version 2)</meta>
+    <meta name="description">Calibrated RAPAS frames through SIAP2, from the
+      archive's ObsCore table restricted to the RAPAS collection.</meta>
+    <meta name="testQuery.pos.ra">150.0</meta>
+    <meta name="testQuery.pos.dec">20.0</meta>
+    <meta name="testQuery.size.ra">0.1</meta>
+    <meta name="testQuery.size.dec">0.1</meta>
+    <publish render="siap2.xml" sets="ivo_managed"/>
+    <publish render="form" sets="local"/>
+    <dbCore queriedTable="//obscore#ObsCore">
+      <FEED source="//siap2#parameters"/>
+      <condDesc combining="True">
+        <phraseMaker>
+          <code>
+            yield "obs_collection='RAPAS'"
+          </code>
+        </phraseMaker>
+      </condDesc>
+    </dbCore>
+  </service>
+
+  <service id="browse" allowed="form">
+    <meta name="shortName">RAPAS images</meta>
+    <meta name="title">RAPAS image search</meta>
+    <meta name="description">Find RAPAS frames by position, filter, time and depth.</meta>
+    <publish render="form" sets="local"/>
+    <dbCore queriedTable="images">
+      <condDesc original="//siap#humanInput"/>
+      <condDesc buildFrom="filter"/>
+      <condDesc buildFrom="limiting_mag"/>
+      <condDesc buildFrom="t_min"/>
+      <condDesc buildFrom="object_name"/>
+    </dbCore>
+  </service>
+
+  <service id="cone" allowed="scs.xml,form">
+    <meta name="shortName">RAPAS sources</meta>
+    <meta name="title">RAPAS photometric sources (cone search)</meta>
+    <meta name="description">Calibrated sources of all RAPAS images around a position.</meta>
+    <meta name="testQuery.ra">150.0</meta>
+    <meta name="testQuery.dec">20.0</meta>
+    <meta name="testQuery.sr">0.01</meta>
+    <publish render="scs.xml" sets="ivo_managed"/>
+    <scsCore queriedTable="sources">
+      <FEED source="//scs#coreDescs"/>
+    </scsCore>
+  </service>
+
+  <service id="files" allowed="static">
+    <meta name="title">RAPAS product files</meta>
+    <meta name="description">Plots, logs, catalogues and summaries of the reductions.</meta>
+    <property name="staticData">data</property>
+    <nullCore/>
+  </service>
+
+  <service id="dl" allowed="dlget,dlmeta">
+    <meta name="title">RAPAS DataLink</meta>
+    <meta name="description">Links from a RAPAS image to its products: the
+      calibrated FITS, a preview, the source catalogue, plots, log and summary.</meta>
+    <datalinkCore>
+      <descriptorGenerator procDef="//soda#fits_genDesc"/>
+      <metaMaker semantics="#preview">
+        <code>
+          yield descriptor.makeLink(
+            makeAbsoluteURL("\rdId/files/static/%s/preview.png" % descriptor.accref.split("/")[-2]),
+            contentType="image/png", semantics="#preview",
+            description="Preview of the calibrated image")
+        </code>
+      </metaMaker>
+      <metaMaker semantics="#derivation">
+        <code>
+          obsId = descriptor.accref.split("/")[-2]
+          base = "\rdId/files/static/%s/" % obsId
+          for name, mime, sem, desc in [
+              ("sources.vot", "application/x-votable+xml", "#derivation",
+                "Source catalogue of this image (VOTable)"),
+              ("summary.json", "application/json", "#auxiliary",
+                "Calibration summary (zero point, FWHM, depth)"),
+              ("zeropoint.png", "image/png", "#auxiliary", "Zero-point fit"),
+              ("detections.png", "image/png", "#auxiliary", "Detections and calibrators"),
+              ("fwhm_map.png", "image/png", "#auxiliary", "FWHM and ellipticity across the field"),
+              ("rapas.log", "text/plain", "#documentation", "Reduction log")]:
+            yield descriptor.makeLink(makeAbsoluteURL(base + name),
+              contentType=mime, semantics=sem, description=desc)
+          yield descriptor.makeLink(
+            makeAbsoluteURL("/tap/sync?LANG=ADQL&amp;REQUEST=doQuery&amp;QUERY="
+              + urllib.parse.quote("SELECT * FROM rapas.sources WHERE obs_id='%s'" % obsId)),
+            contentType="application/x-votable+xml", semantics="#derivation",
+            description="Source catalogue of this image from the archive (TAP)")
+        </code>
+      </metaMaker>
+    </datalinkCore>
+  </service>
+
+  <regSuite title="RAPAS regression">
+    <regTest title="RAPAS SIAP2 answers with the ObsCore fields">
+      <url MAXREC="1">siap2/siap2.xml</url>
+      <code>
+        self.assertHasStrings("obs_publisher_did", "access_url", "s_region")
+      </code>
+    </regTest>
+    <regTest title="RAPAS tables are in the TAP schema">
+      <url LANG="ADQL" REQUEST="doQuery" RESPONSEFORMAT="text/csv"
+        QUERY="SELECT table_name FROM tap_schema.tables WHERE table_name LIKE 'rapas.%'"
+        >/tap/sync</url>
+      <code>
+        self.assertHasStrings("rapas.images", "rapas.sources")
+      </code>
+    </regTest>
+  </regSuite>
+</resource>

@@ -1,0 +1,140 @@
+"""A throwaway DaCHS instance for the tests: its own root directory, gavo.rc,
+database, PostgreSQL roles and port; the project's RD imported; torn down
+afterwards.  It never touches /var/gavo or the demo instance.
+
+DaCHS runs on Debian's /usr/bin/python3 (``dachs`` and helper scripts are
+started as subprocesses with GAVOSETTINGS pointing at the instance's gavo.rc);
+the tests talk to it over HTTP with pyvo, as a user would.
+"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DACHS_PYTHON = "/usr/bin/python3"
+
+GAVO_RC = """\
+[general]
+rootDir: {root}
+[web]
+serverPort: {port}
+bindAddress: 127.0.0.1
+serverURL: http://127.0.0.1:{port}
+sitename: RAPAS test archive
+[ivoa]
+authority: rapas.test
+[async]
+maxUserUWSRunningDefault: {max_jobs}
+"""
+
+INIT_SCRIPT = """
+from gavo import base
+from gavo.user import initdachs
+dsn = initdachs.DSN("dbname={dbname}")
+initdachs.createFSHierarchy(dsn, userPrefix="{prefix}")
+initdachs.initDB(dsn)
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DachsInstance:
+    def __init__(self, root, max_jobs=2):
+        self.root = Path(root)
+        self.port = free_port()
+        self.dbname = f"rapas_test_{self.port}"
+        self.prefix = f"rt{self.port}"
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.max_jobs = max_jobs
+        self.server = None
+        self.env = dict(os.environ, GAVOSETTINGS=str(self.root / "gavo.rc"))
+        self.env.pop("PYTHONPATH", None)
+        self.resdir = self.root / "inputs" / "rapas"
+
+    # ---- life cycle -------------------------------------------------------
+    def start(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "gavo.rc").write_text(GAVO_RC.format(root=self.root, port=self.port,
+                                                          max_jobs=self.max_jobs))
+        subprocess.run(["createdb", "--encoding=UTF-8", "--template=template0", self.dbname], check=True)
+        self.python(INIT_SCRIPT.format(dbname=self.dbname, prefix=self.prefix))
+        self._link_resource_directory()
+        self._seed_vocabularies()
+        self.dachs("imp", "//obscore")
+        self.dachs("imp", "rapas/q")
+        self._start_server()
+        return self
+
+    def _seed_vocabularies(self):
+        """Offline stand-ins for IVOA vocabularies DaCHS would download."""
+        code = ("import shutil, sys\nfrom gavo import base, utils\n"
+                "shutil.copy(sys.argv[1], base.getConfig('cacheDir') + '/'"
+                " + utils.defuseFileName('http://www.ivoa.net/rdf/uat'))")
+        self.python(code, str(REPO / "inputs" / "rapas" / "res" / "vocabularies" / "uat.desise"))
+
+    def _link_resource_directory(self):
+        self.resdir.mkdir(parents=True, exist_ok=True)
+        for name, target in (("q.rd", REPO / "rd" / "q.rd"), ("res", REPO / "inputs" / "rapas" / "res")):
+            link = self.resdir / name
+            if not link.exists():
+                link.symlink_to(target)
+        (self.resdir / "data").mkdir(exist_ok=True)
+
+    def _start_server(self):
+        log = open(self.root / "server.log", "ab")
+        self.server = subprocess.Popen(["dachs", "serve", "debug"], env=self.env, stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.server.poll() is not None:
+                raise RuntimeError(f"dachs serve debug exited; see {self.root / 'server.log'}")
+            try:
+                urllib.request.urlopen(self.url + "/tap/availability", timeout=2).read()
+                return
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError("the test DaCHS server did not answer within 60 s")
+
+    def stop(self):
+        if self.server is not None and self.server.poll() is None:
+            os.killpg(self.server.pid, signal.SIGTERM)
+            try:
+                self.server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.server.pid, signal.SIGKILL)
+        subprocess.run(["dropdb", "--if-exists", self.dbname], check=False)
+        roles = ", ".join(f"{self.prefix}{r}" for r in ("gavoadmin", "gavo", "untrusted"))
+        subprocess.run(["psql", "-q", "-d", "postgres", "-c", f"DROP ROLE IF EXISTS {roles}"],
+                       check=False, capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # ---- helpers ------------------------------------------------------------
+    def dachs(self, *args, check=True):
+        return subprocess.run(["dachs", *args], env=self.env, check=check, capture_output=True, text=True)
+
+    def python(self, code, *args, check=True):
+        return subprocess.run([DACHS_PYTHON, "-c", code, *args], env=self.env, check=check,
+                              capture_output=True, text=True)
+
+    def ingest(self, *product_dirs, check=True):
+        """Run the archive's ingestion command; returns the CompletedProcess."""
+        return subprocess.run([DACHS_PYTHON, str(REPO / "inputs" / "rapas" / "res" / "ingest.py"),
+                               *map(str, product_dirs)], env=self.env, check=check,
+                              capture_output=True, text=True)
+
+    def sql(self, query):
+        """Rows of a query run as the DaCHS admin role (for checks tests can't make over TAP)."""
+        code = ("import sys, json\nfrom gavo import base\n"
+                "with base.getTableConn() as c:\n"
+                "    print(json.dumps([list(r) for r in c.query(sys.argv[1])], default=str))")
+        import json
+        return json.loads(self.python(code, query.replace("%", "%%")).stdout)

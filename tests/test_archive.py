@@ -1,0 +1,195 @@
+"""The archive as a user meets it: pyvo against a throwaway DaCHS instance."""
+import io
+import json
+import shutil
+import subprocess
+import urllib.request
+
+import numpy as np
+import pytest
+import pyvo
+from astropy import units as u
+from astropy.io import fits
+from astropy.table import Table
+from astropy.time import Time
+from astropy.wcs import WCS
+
+pytestmark = pytest.mark.archive
+
+OBSCORE_MANDATORY = [
+    "dataproduct_type", "calib_level", "obs_collection", "obs_id", "obs_publisher_did", "access_url",
+    "access_format", "access_estsize", "target_name", "s_ra", "s_dec", "s_fov", "s_region",
+    "s_resolution", "s_xel1", "s_xel2", "t_min", "t_max", "t_exptime", "t_resolution", "t_xel",
+    "em_min", "em_max", "em_res_power", "em_xel", "o_ucd", "pol_states", "pol_xel", "facility_name",
+    "instrument_name"]
+
+
+def siap2(dachs):
+    return pyvo.dal.SIA2Service(dachs.url + "/rapas/q/siap2/siap2.xml", check_baseurl=False)
+
+
+def tap(dachs):
+    return pyvo.dal.TAPService(dachs.url + "/tap")
+
+
+def test_siap2_finds_the_image_by_position_band_time_collection_facility(dachs, archived):
+    sim, result, ingested = archived
+    s = result.summary
+    mid = Time(s["mjd_mid"], format="mjd")
+    service = siap2(dachs)
+    hits = [
+        service.search(pos=(s["ra_center"] * u.deg, s["dec_center"] * u.deg, 0.01 * u.deg)),
+        service.search(band=(500e-9 * u.m, 510e-9 * u.m)),            # inside Gaia G
+        service.search(time=(mid - 1 * u.min, mid + 1 * u.min)),
+        service.search(collection="RAPAS"),
+        service.search(facility="RAPAS-SIM 0.4m"),
+    ]
+    for found in hits:
+        assert len(found) == 1
+        assert found.to_table()["obs_publisher_did"][0] == ingested["pubDID"]
+    misses = [
+        service.search(pos=((s["ra_center"] + 5) * u.deg, s["dec_center"] * u.deg, 0.1 * u.deg)),
+        service.search(band=(2e-6 * u.m, 2.2e-6 * u.m)),
+        service.search(time=(mid - 2 * u.day, mid - 1 * u.day)),
+        service.search(collection="OTHER"),
+    ]
+    assert [len(m) for m in misses] == [0, 0, 0, 0]
+
+
+def test_access_url_delivers_the_calibrated_fits_with_its_wcs(dachs, archived):
+    sim, result, _ = archived
+    row = siap2(dachs).search(collection="RAPAS").to_table()[0]
+    assert row["access_format"] == "image/fits"
+    with urllib.request.urlopen(row["access_url"], timeout=30) as response:
+        delivered = fits.open(io.BytesIO(response.read()))
+    local = fits.getheader(result.path("calibrated.fits"))
+    assert delivered[0].header["RP_ZP"] == result.summary["zero_point"]
+    corners = np.array([[0, 0], [1023, 0], [1023, 1023], [0, 1023], [511.5, 511.5]])
+    got = WCS(delivered[0].header).all_pix2world(corners, 0)
+    want = WCS(local).all_pix2world(corners, 0)
+    assert np.allclose(got, want, atol=1e-9)
+    # and it is the true sky: within 0.15 arcsec (1/8 px) of the simulation's
+    # WCS even at the corners, where the distortion fit extrapolates most
+    true = sim.true_wcs.all_pix2world(corners, 0)
+    assert np.max(np.abs((got - true) * [np.cos(np.radians(20.0)), 1])) * 3600 < 0.15
+
+
+def test_adql_cone_on_sources(dachs, archived):
+    _, result, ingested = archived
+    s = result.summary
+    ra0, dec0, radius = s["ra_center"], s["dec_center"], 0.05
+    found = tap(dachs).search(
+        "SELECT obs_id, ra, dec, mag_cal, mag_cal_err, gaia_source_id FROM rapas.sources "
+        f"WHERE 1=CONTAINS(POINT('ICRS', ra, dec), CIRCLE('ICRS', {ra0}, {dec0}, {radius}))").to_table()
+    local = Table.read(result.path("sources.fits"))
+    d = np.degrees(np.arccos(np.clip(np.sin(np.radians(local["dec"])) * np.sin(np.radians(dec0))
+                                     + np.cos(np.radians(local["dec"])) * np.cos(np.radians(dec0))
+                                     * np.cos(np.radians(local["ra"] - ra0)), -1, 1)))
+    assert len(found) == int((d < radius).sum()) > 20
+    assert set(found["obs_id"]) == {ingested["obs_id"]}
+    assert str(found["mag_cal"].unit) == "mag"
+    total = tap(dachs).search(f"SELECT COUNT(*) AS n FROM rapas.sources WHERE obs_id='{ingested['obs_id']}'")
+    assert total.to_table()["n"][0] == result.summary["n_sources"] == ingested["n_sources"]
+
+
+def test_calibrated_magnitudes_in_the_archive_match_truth(dachs, archived):
+    sim, _, ingested = archived
+    rows = tap(dachs).search(
+        "SELECT gaia_source_id, mag_cal, snr FROM rapas.sources "
+        f"WHERE obs_id='{ingested['obs_id']}' AND snr > 50 AND flags = 0 AND gaia_source_id IS NOT NULL"
+    ).to_table()
+    truth = {int(i): m for i, m in zip(sim.truth["source_id"], sim.truth["ref_mag"])}
+    resid = np.array([m - truth[int(i)] for i, m in zip(rows["gaia_source_id"], rows["mag_cal"])])
+    assert len(resid) > 50
+    from astropy.stats import mad_std
+    assert abs(np.median(resid)) < 0.01 and mad_std(resid) < 0.03
+
+
+def test_obscore_rows_have_every_mandatory_field(dachs, archived):
+    _, result, ingested = archived
+    rows = tap(dachs).search("SELECT * FROM ivoa.obscore WHERE obs_collection='RAPAS'").to_table()
+    assert len(rows) == 1
+    row = rows[0]
+    for name in ("dataproduct_type", "calib_level", "obs_collection", "obs_id", "obs_publisher_did",
+                 "access_url", "access_format", "s_ra", "s_dec", "s_fov", "s_region", "s_resolution",
+                 "t_min", "t_max", "t_exptime", "em_min", "em_max", "o_ucd", "facility_name",
+                 "instrument_name", "target_name", "s_xel1", "s_xel2"):
+        assert not np.ma.is_masked(row[name]), name
+    assert set(OBSCORE_MANDATORY) <= set(rows.colnames)
+    s = result.summary
+    assert row["dataproduct_type"] == "image" and row["calib_level"] == 2
+    assert row["t_min"] == pytest.approx(s["mjd_start"]) and row["t_max"] == pytest.approx(s["mjd_end"])
+    assert row["t_exptime"] == pytest.approx(60.0)
+    assert row["em_min"] == pytest.approx(330e-9) and row["em_max"] == pytest.approx(1050e-9)
+    assert row["s_resolution"] == pytest.approx(s["fwhm_arcsec"], rel=1e-5)
+    assert row["obs_publisher_did"] == ingested["pubDID"]
+
+
+def test_image_row_carries_the_calibration(dachs, archived):
+    _, result, ingested = archived
+    row = tap(dachs).search(f"SELECT * FROM rapas.images WHERE obs_id='{ingested['obs_id']}'").to_table()[0]
+    s = result.summary
+    assert row["zero_point"] == s["zero_point"]                   # double precision, not rounded
+    for column, key in (("limiting_mag", "limiting_mag_5sigma"), ("fwhm", "fwhm_arcsec"),
+                        ("astrometric_rms", "astrometric_rms_arcsec"), ("exptime", "exptime")):
+        assert row[column] == pytest.approx(s[key], rel=1e-6), column
+    assert (row["n_sources"], row["n_calibrators"], row["filter"], row["wcs_source"]) == (
+        s["n_sources"], s["n_calibrators"], "G", "refined")
+    assert row["checksum"] == s["checksum_sha256"]
+
+
+def test_datalink_lists_products_that_resolve(dachs, archived):
+    _, _, ingested = archived
+    url = dachs.url + "/rapas/q/dl/dlmeta?ID=" + urllib.parse.quote(ingested["pubDID"])
+    links = pyvo.dal.adhoc.DatalinkResults.from_result_url(url).to_table()
+    by_name = {link.rsplit("/", 1)[-1].split("?")[0]: sem for link, sem in
+               zip(links["access_url"], links["semantics"]) if link}
+    for name in ("preview.png", "sources.vot", "zeropoint.png", "rapas.log", "summary.json"):
+        assert name in by_name, name
+    for link in links["access_url"]:
+        if link:
+            with urllib.request.urlopen(link, timeout=30) as response:
+                assert response.status == 200 and len(response.read()) > 0
+
+
+def test_failed_ingestion_leaves_the_archive_unchanged(dachs, archived, tmp_path):
+    _, result, ingested = archived
+    count_sql = "SELECT (SELECT count(*) FROM rapas.images), (SELECT count(*) FROM rapas.sources)," \
+                " (SELECT count(*) FROM dc.products WHERE accref LIKE 'rapas/%')"
+    before = dachs.sql(count_sql)
+    files_before = sorted(p.name for p in (dachs.resdir / "data" / ingested["obs_id"]).iterdir())
+    broken = tmp_path / "broken"
+    shutil.copytree(result.out_dir, broken)
+    data = (broken / "sources.fits").read_bytes()
+    (broken / "sources.fits").write_bytes(data[: len(data) // 2])       # corrupt source table
+    run = dachs.ingest(broken, check=False)
+    assert run.returncode == 1 and "rolled back" in run.stderr
+    assert dachs.sql(count_sql) == before
+    assert sorted(p.name for p in (dachs.resdir / "data" / ingested["obs_id"]).iterdir()) == files_before
+    # the server still serves the earlier rows
+    assert len(siap2(dachs).search(collection="RAPAS")) == 1
+
+
+def test_reingesting_the_same_file_replaces_rows(dachs, archived):
+    _, result, ingested = archived
+    again = json.loads(dachs.ingest(result.out_dir).stdout)
+    assert again == ingested
+    counts = dachs.sql(f"SELECT (SELECT count(*) FROM rapas.images WHERE obs_id='{ingested['obs_id']}'),"
+                       f" (SELECT count(*) FROM rapas.sources WHERE obs_id='{ingested['obs_id']}')")
+    assert counts == [[1, result.summary["n_sources"]]]
+
+
+def test_dachs_val_and_regression_tests(dachs, archived):
+    val = dachs.dachs("val", "rapas/q", check=False)
+    assert val.returncode == 0 and "OK" in val.stdout, val.stdout + val.stderr
+    regression = dachs.dachs("test", "-u", dachs.url, "rapas/q", check=False)
+    assert regression.returncode == 0, regression.stdout + regression.stderr
+    assert regression.stdout.startswith("0 of 2 bad")
+
+
+def test_taplint_reports_no_errors(dachs, archived):
+    run = subprocess.run(["stilts", "taplint", f"tapurl={dachs.url}/tap", "interface=tap1.1", "report=EW"],
+                         capture_output=True, text=True, timeout=600)
+    errors = [line for line in run.stdout.splitlines() if line.startswith("E-")]
+    assert errors == [], "\n".join(errors[:30])
+    assert "Totals:" in run.stdout
