@@ -85,11 +85,13 @@ def write_calibrated_fits(path, frame, wcs, summary):
         ("RP_LIM5", _finite(summary["limiting_mag_5sigma"]), "[mag] 5-sigma limiting magnitude"),
         ("RP_APCOR", summary["aperture_correction"], "[mag] aperture correction to total"),
     ]
-    for key, value, comment in cards:
-        header[key] = (value, comment)
     data = frame.data.copy()
     data[frame.mask] = np.nan
-    fits.PrimaryHDU(data, header).writeto(path, overwrite=True, checksum=True)
+    with warnings.catch_warnings():      # long values shorten their comments: fine
+        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+        for key, value, comment in cards:
+            header[key] = (value, comment)
+        fits.PrimaryHDU(data, header).writeto(path, overwrite=True, checksum=True)
 
 
 def _finite(value):

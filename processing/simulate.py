@@ -33,7 +33,9 @@ class SimulatedFrame:
     params: dict               # zero_point, colour_term, fwhm_px, beta, sky_adu, gain, ...
 
     def write(self, path):
-        fits.PrimaryHDU(self.image, self.header).writeto(path, overwrite=True)
+        """Write as a camera would: unsigned 16-bit integers (BITPIX 16, BZERO 32768)."""
+        hdu = fits.PrimaryHDU(self.image.astype(np.uint16), self.header)
+        hdu.writeto(path, overwrite=True)
         return path
 
     def moffat_alpha(self, fwhm):
@@ -295,3 +297,26 @@ def _make_header(frame, wcs, header_wcs, offset, rotation, date_obs, band):
         "SITELAT": (43.75, "[deg]"), "SITELONG": (6.92, "[deg] east"), "SITEELEV": (1270.0, "[m]"),
     })
     return header
+
+
+def main(argv=None):
+    """Write the archive's demo frame and its reference catalogue (reproducible)."""
+    import argparse
+    from pathlib import Path
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--out", required=True, help="directory for demo.fits and demo_refcat.fits")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sim = simulate_frame(shape=(768, 768), n_stars=600, seed=2026, ra=150.1, dec=2.2, pixscale=1.2,
+                         header_wcs="perturbed", wcs_offset_arcsec=4.0, wcs_rotation_deg=0.15,
+                         date_obs="2026-11-24T22:10:00")
+    sim.header["OBJECT"] = "COSMOS-DEMO"
+    sim.header["OBSERVER"] = "RAPAS demo"
+    sim.write(out / "demo.fits")
+    sim.catalogue.write(out / "demo_refcat.fits", overwrite=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

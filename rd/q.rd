@@ -177,8 +177,13 @@
       verbLevel="20" description="Minor planet at this position and epoch (SkyBoT)"/>
   </table>
 
+  <!-- Frames come in one at a time through res/ingest.py (one transaction
+    for an image and its sources).  A plain "dachs imp rapas/q" only catches
+    up on product directories that are not in the tables yet. -->
   <data id="import_images" updating="True">
-    <sources pattern="data/*/calibrated.fits"/>
+    <sources pattern="data/*/calibrated.fits">
+      <ignoreSources fromdb="SELECT accref FROM rapas.images"/>
+    </sources>
     <fitsProdGrammar qnd="True">
       <rowfilter procDef="//products#define">
         <bind key="table">"\schema.images"</bind>
@@ -237,7 +242,9 @@
   </data>
 
   <data id="import_sources" updating="True">
-    <sources pattern="data/*/sources.fits"/>
+    <sources pattern="data/*/sources.fits">
+      <ignoreSources fromdb="SELECT DISTINCT 'rapas/data/' || obs_id || '/sources.fits' FROM rapas.sources"/>
+    </sources>
     <fitsTableGrammar>
       <sourceFields>
         <code>

@@ -1,0 +1,96 @@
+# RAPAS Archive.  Two commands on a fresh Debian 12 machine, as root:
+#   make install   Debian packages, the pipeline's venv, PostgreSQL and DaCHS
+#                  started, the RD imported, the demo frame reduced and ingested
+#   make test      everything the tests need, then the whole test suite
+# Running either twice is harmless.
+
+SHELL := /bin/bash
+REPO := $(CURDIR)
+VENV := $(REPO)/.venv
+PY := $(VENV)/bin/python
+DACHS_PY := /usr/bin/python3
+GAVO_ROOT := /var/gavo
+RESDIR := $(GAVO_ROOT)/inputs/rapas
+BUILD := $(REPO)/build
+SERVER := http://localhost:8080
+export DEBIAN_FRONTEND := noninteractive
+
+BASE_PACKAGES := postgresql postgresql-15-pgsphere postgresql-15-q3c python3-venv python3-dev curl
+DACHS_PACKAGES := gavodachs2-server astrometry.net astrometry-data-tycho2-07 astrometry-data-tycho2-08 \
+	astrometry-data-tycho2-09 astrometry-data-tycho2-10-19 source-extractor scamp psfex stilts
+
+.PHONY: install test bench deps postgres venv deploy demo serve urls demo-data clean
+
+install: deps postgres venv deploy serve demo urls
+
+# PostgreSQL must be running when gavodachs2-server's postinst creates the
+# gavo database, so it is installed and started first.
+deps:
+	@if ! dpkg -s $(BASE_PACKAGES) $(DACHS_PACKAGES) >/dev/null 2>&1; then \
+	  apt-get update -q && \
+	  apt-get install -y -q --no-install-recommends $(BASE_PACKAGES) && \
+	  { pg_ctlcluster 15 main status >/dev/null 2>&1 || pg_ctlcluster 15 main start; } && \
+	  apt-get install -y -q --no-install-recommends $(DACHS_PACKAGES) && \
+	  dpkg --configure -a; \
+	fi
+
+# No systemd here: the cluster is started with pg_ctlcluster.  The tests'
+# throwaway DaCHS instances are initialised by root, which needs a
+# superuser role of its own name.
+postgres: deps
+	@pg_ctlcluster 15 main status >/dev/null 2>&1 || pg_ctlcluster 15 main start
+	@su postgres -c "psql -tAc \"SELECT 1 FROM pg_roles WHERE rolname='root'\"" | grep -q 1 \
+	  || su postgres -c "createuser --superuser root"
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml | deps
+	$(DACHS_PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e ".[test]"
+	touch $@
+
+# The RD and its helper code stay in this checkout (symlinked); product
+# files go to $(RESDIR)/data, owned by the gavo user the server runs as.
+deploy: postgres
+	test -e /etc/gavo.rc || install -m 644 $(REPO)/inputs/rapas/etc/gavo.rc /etc/gavo.rc
+	install -d -o gavo -g gavo $(RESDIR)/data
+	ln -sfn $(REPO)/rd/q.rd $(RESDIR)/q.rd
+	ln -sfn $(REPO)/inputs/rapas/res $(RESDIR)/res
+	@cache=$$($(DACHS_PY) -c "from gavo import base, utils; print(base.getConfig('cacheDir') + '/' + utils.defuseFileName('http://www.ivoa.net/rdf/uat'))"); \
+	  test -s $$cache || install -o gavo -g gavo -m 644 $(REPO)/inputs/rapas/res/vocabularies/uat.desise $$cache
+	dachs imp //obscore
+	dachs imp rapas/q
+	dachs pub rapas/q
+
+serve: deploy
+	@if curl -sf -o /dev/null $(SERVER)/; then dachs serve restart; else dachs serve start; fi
+	@for i in $$(seq 60); do curl -sf -o /dev/null $(SERVER)/tap/availability && exit 0; sleep 1; done; \
+	  echo "DaCHS did not answer on $(SERVER)"; exit 1
+
+demo: venv serve
+	$(VENV)/bin/rapas-reduce $(REPO)/inputs/rapas/demo/demo.fits --out $(BUILD)/demo \
+	  --refcat $(REPO)/inputs/rapas/demo/demo_refcat.fits --quiet
+	runuser -u gavo -- $(DACHS_PY) $(REPO)/inputs/rapas/res/ingest.py $(BUILD)/demo
+
+urls:
+	@echo
+	@echo "RAPAS Archive is up:"
+	@echo "  SIAP2          $(SERVER)/rapas/q/siap2/siap2.xml"
+	@echo "  TAP (ObsCore)  $(SERVER)/tap          tables ivoa.obscore, rapas.images, rapas.sources"
+	@echo "  cone search    $(SERVER)/rapas/q/cone/scs.xml"
+	@echo "  image form     $(SERVER)/rapas/q/browse/form"
+	@echo "  SIAP2 form     $(SERVER)/rapas/q/siap2/form"
+	@echo "  demo image     $$(curl -s '$(SERVER)/tap/sync?LANG=ADQL&REQUEST=doQuery&RESPONSEFORMAT=csv&QUERY=SELECT+obs_id+FROM+rapas.images' | tail -n +2 | head -1)"
+
+test: deps postgres venv
+	cd $(REPO) && $(PY) -m pytest -q
+
+bench: venv
+	$(PY) -m processing.bench
+
+# Regenerate the committed demo frame (reproducible: fixed seed).
+demo-data: venv
+	$(PY) -m processing.simulate --out $(REPO)/inputs/rapas/demo
+
+clean:
+	rm -rf $(BUILD) .pytest_cache
