@@ -59,6 +59,7 @@ deploy: postgres
 	@cache=$$($(DACHS_PY) -c "from gavo import base, utils; print(base.getConfig('cacheDir') + '/' + utils.defuseFileName('http://www.ivoa.net/rdf/uat'))"); \
 	  test -s $$cache || install -o gavo -g gavo -m 644 $(REPO)/inputs/rapas/res/vocabularies/uat.desise $$cache
 	dachs imp //obscore
+	dachs imp //uws enable_useruws
 	dachs imp rapas/q
 	dachs pub rapas/q
 

@@ -53,9 +53,9 @@
       verbLevel="10" description="Observer from the OBSERVER keyword"/>
     <column name="telescope" type="text" ucd="instr.tel" tablehead="Telescope"
       verbLevel="10" description="Telescope from the TELESCOP keyword"/>
-    <column name="filter" type="text" ucd="instr.filter" tablehead="Filter"
+    <column name="filter" type="text" ucd="meta.id;instr.filter" tablehead="Filter"
       verbLevel="1" description="RAPAS canonical band (G, BP, RP, Johnson-Cousins, SDSS or CLEAR)"/>
-    <column name="calibration_band" type="text" ucd="instr.filter;meta.ref"
+    <column name="calibration_band" type="text" ucd="meta.ref;instr.filter"
       tablehead="Cal. band" verbLevel="15"
       description="Gaia DR3 band the zero point refers to"/>
     <column name="t_min" type="double precision" unit="d" ucd="time.start;obs.exposure"
@@ -79,7 +79,7 @@
       tablehead="ZP err" verbLevel="5" description="Error of zero_point"/>
     <column name="colour_term" type="real" ucd="arith.factor;phot.color"
       tablehead="Colour term" verbLevel="10" description="Colour term in Gaia BP-RP"/>
-    <column name="colour_term_err" type="real" ucd="stat.error;arith.factor;phot.color"
+    <column name="colour_term_err" type="real" ucd="stat.error;phot.color"
       tablehead="Colour term err" verbLevel="15" description="Error of colour_term"/>
     <column name="n_calibrators" type="integer" ucd="meta.number;phot.calib"
       tablehead="N cal" verbLevel="15" description="Gaia stars used in the zero-point fit">
@@ -95,7 +95,7 @@
     <column name="astrometric_rms" type="real" unit="arcsec" ucd="stat.stdev;pos.eq"
       tablehead="Astrom. RMS" verbLevel="10"
       description="RMS of catalogue minus WCS positions of the reference stars"/>
-    <column name="wcs_source" type="text" ucd="meta.code;pos.wcs" tablehead="WCS from"
+    <column name="wcs_source" type="text" ucd="meta.code" tablehead="WCS from"
       verbLevel="15" description="header (kept), refined (header refined on Gaia) or solved (blind, Astrometry.net)"/>
     <column name="pipeline_version" type="text" ucd="meta.version;meta.software"
       tablehead="Pipeline" verbLevel="20" description="RAPAS pipeline version"/>
@@ -117,7 +117,7 @@
       tablehead="Source" verbLevel="1" description="Archive-wide source identifier: obs_id and the running number"/>
     <column name="obs_id" type="text" required="True" ucd="meta.id;obs"
       tablehead="Obs. id" verbLevel="1" description="Image this source was measured on (rapas.images.obs_id)"/>
-    <column name="source_num" type="integer" required="True" ucd="meta.id;meta.number"
+    <column name="source_num" type="integer" required="True" ucd="meta.record"
       tablehead="#" verbLevel="5" description="Running number of the source in its image"/>
     <column name="ra" type="double precision" unit="deg" ucd="pos.eq.ra;meta.main"
       tablehead="RA" verbLevel="1" required="True"
@@ -367,6 +367,76 @@
         </code>
       </metaMaker>
     </datalinkCore>
+  </service>
+
+
+  <service id="reduce" allowed="async,form" limitTo="rapas">
+    <meta name="title">RAPAS frame reduction (UWS)</meta>
+    <meta name="description">Submit one FITS frame: the RAPAS pipeline
+      reduces it server-side (WCS refinement or blind solving, aperture and
+      PSF photometry, Gaia DR3 zero point and colour term) and the calibrated
+      image and its sources enter the archive at once.  Jobs follow IVOA UWS
+      1.1; the image travels as a DALI upload (UPLOAD=image,param:PART).
+      Members of the RAPAS network only (HTTP basic authentication).</meta>
+    <pythonCore>
+      <inputTable>
+        <inputKey name="image" type="file" required="True" tablehead="FITS frame"
+          description="The frame to reduce: FITS, gzip or fpack, first 2-D image HDU"/>
+        <inputKey name="band" type="text" tablehead="Filter band"
+          description="Filter band (G, BP, RP, B, V, R, I, g', r', i', z', CLEAR and synonyms);
+            default: the FILTER keyword"/>
+        <inputKey name="threshold" type="real" tablehead="Detection threshold"
+          description="Detection threshold in units of the background RMS (default 3)">
+          <values min="1.5" max="100"/>
+        </inputKey>
+        <inputKey name="seeing" type="real" unit="arcsec" tablehead="Seeing guess"
+          description="Seeing guess before the FWHM is measured">
+          <values min="0.1" max="30"/>
+        </inputKey>
+        <inputKey name="border" type="integer" unit="pix" tablehead="Border mask"
+          description="Pixels masked along each edge (default 10)">
+          <values min="0" max="1000"/>
+        </inputKey>
+        <inputKey name="max_calib_mag" type="real" unit="mag" tablehead="Faintest calibrator"
+          description="Faintest Gaia star used for the zero point (default 20)">
+          <values min="8" max="22"/>
+        </inputKey>
+        <inputKey name="plate_solve" type="text" multiplicity="single" tablehead="Plate solving"
+          description="auto: solve only without a usable WCS; always; never">
+          <values default="auto"><option>auto</option><option>always</option><option>never</option></values>
+        </inputKey>
+        <inputKey name="solve_timeout" type="real" unit="s" tablehead="Solve time limit"
+          description="Wall-clock limit of Astrometry.net (default 120 s)">
+          <values min="1" max="3600"/>
+        </inputKey>
+        <inputKey name="psf" type="boolean" tablehead="PSF photometry"
+          description="Fit an empirical PSF to every source (default true)"/>
+        <inputKey name="cosmics" type="boolean" tablehead="Mask cosmic rays"
+          description="Mask cosmic rays with LA Cosmic (default false)"/>
+        <inputKey name="apertures" type="text" tablehead="Aperture radii"
+          description="Four aperture radii in FWHM units, comma-separated (default 1,1.5,2,3)"/>
+        <inputKey name="site" type="text" tablehead="Site"
+          description="Observatory 'lat,lon[,height_m]' when the header has none"/>
+      </inputTable>
+      <coreProc>
+        <setup>
+          <code>
+            import importlib.util, os
+            spec = importlib.util.spec_from_file_location("rapas_reducejob",
+              os.path.join(base.getConfig("inputsDir"), "\resdir", "res", "reducejob.py"))
+            reducejob = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(reducejob)
+          </code>
+        </setup>
+        <code>
+          job = getattr(inputTable, "job", None)
+          if job is None:
+            raise base.ValidationError("The reduction runs asynchronously:"
+              " create a UWS job at reduce/uws.xml", "image")
+          return reducejob.run(job, inputTable)
+        </code>
+      </coreProc>
+    </pythonCore>
   </service>
 
   <regSuite title="RAPAS regression">

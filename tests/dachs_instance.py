@@ -26,6 +26,7 @@ serverPort: {port}
 bindAddress: 127.0.0.1
 serverURL: http://127.0.0.1:{port}
 sitename: RAPAS test archive
+maxUploadSize: {max_upload}
 [ivoa]
 authority: rapas.test
 [async]
@@ -48,28 +49,32 @@ def free_port():
 
 
 class DachsInstance:
-    def __init__(self, root, max_jobs=2):
+    def __init__(self, root, max_jobs=2, max_upload=200_000_000, server_env=None):
         self.root = Path(root)
         self.port = free_port()
         self.dbname = f"rapas_test_{self.port}"
         self.prefix = f"rt{self.port}"
         self.url = f"http://127.0.0.1:{self.port}"
         self.max_jobs = max_jobs
+        self.max_upload = max_upload
         self.server = None
         self.env = dict(os.environ, GAVOSETTINGS=str(self.root / "gavo.rc"))
         self.env.pop("PYTHONPATH", None)
+        self.server_env = dict(self.env, **(server_env or {}))
         self.resdir = self.root / "inputs" / "rapas"
 
     # ---- life cycle -------------------------------------------------------
     def start(self):
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "gavo.rc").write_text(GAVO_RC.format(root=self.root, port=self.port,
-                                                          max_jobs=self.max_jobs))
+                                                          max_jobs=self.max_jobs,
+                                                          max_upload=self.max_upload))
         subprocess.run(["createdb", "--encoding=UTF-8", "--template=template0", self.dbname], check=True)
         self.python(INIT_SCRIPT.format(dbname=self.dbname, prefix=self.prefix))
         self._link_resource_directory()
         self._seed_vocabularies()
         self.dachs("imp", "//obscore")
+        self.dachs("imp", "//uws", "enable_useruws")
         self.dachs("imp", "rapas/q")
         self._start_server()
         return self
@@ -91,7 +96,7 @@ class DachsInstance:
 
     def _start_server(self):
         log = open(self.root / "server.log", "ab")
-        self.server = subprocess.Popen(["dachs", "serve", "debug"], env=self.env, stdout=log,
+        self.server = subprocess.Popen(["dachs", "serve", "debug"], env=self.server_env, stdout=log,
                                        stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -118,6 +123,11 @@ class DachsInstance:
         shutil.rmtree(self.root, ignore_errors=True)
 
     # ---- helpers ------------------------------------------------------------
+    def add_user(self, name, password, group=None):
+        self.dachs("adm", "adduser", name, password)
+        if group:
+            self.dachs("adm", "addtogroup", name, group)
+
     def dachs(self, *args, check=True):
         return subprocess.run(["dachs", *args], env=self.env, check=check, capture_output=True, text=True)
 

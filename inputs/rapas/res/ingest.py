@@ -20,6 +20,9 @@ import sys
 from pathlib import Path
 
 REQUIRED = ("calibrated.fits", "sources.fits", "summary.json")
+#: what is copied into the archive (a job directory holds more: the upload...)
+PRODUCT_FILES = REQUIRED + ("sources.vot", "rapas.log", "zeropoint.png", "detections.png",
+                            "fwhm_map.png", "preview.png")
 RD_ID = "rapas/q"
 
 
@@ -49,8 +52,10 @@ def _place_files(product_dir, target):
     backup = target.with_name("." + target.name + ".old")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.rmtree(backup, ignore_errors=True)
-    shutil.copytree(product_dir, staging)
-    os.chmod(staging, 0o755)
+    staging.mkdir(mode=0o755)
+    for name in PRODUCT_FILES:
+        if (product_dir / name).is_file():
+            shutil.copyfile(product_dir / name, staging / name)
     if target.exists():
         target.rename(backup)
     staging.rename(target)

