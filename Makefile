@@ -52,7 +52,7 @@ $(VENV)/.installed: pyproject.toml | deps
 # The RD and its helper code stay in this checkout (symlinked); product
 # files go to $(RESDIR)/data, owned by the gavo user the server runs as.
 deploy: postgres
-	test -e /etc/gavo.rc || install -m 644 $(REPO)/inputs/rapas/etc/gavo.rc /etc/gavo.rc
+	test -e /etc/gavo.rc || sed "s/@NPROC@/$$(nproc)/" $(REPO)/inputs/rapas/etc/gavo.rc > /etc/gavo.rc
 	install -d -o gavo -g gavo $(RESDIR)/data
 	ln -sfn $(REPO)/rd/q.rd $(RESDIR)/q.rd
 	ln -sfn $(REPO)/inputs/rapas/res $(RESDIR)/res

@@ -155,10 +155,12 @@ def simulate_frame(
     fwhm_px=3.2, fwhm_gradient=0.08, beta=3.5, saturate=60000.0, mag_range=(13.0, 22.0),
     colour_range=(0.2, 2.8), n_hot_pixels=30, n_cosmic_rays=15, proper_motion_mas=8.0,
     real_bright_stars=False, header_wcs="true", wcs_offset_arcsec=0.0, wcs_rotation_deg=0.0,
-    date_obs="2026-03-14T21:05:00", stamp_fwhm=7.0, subsample=3,
+    date_obs="2026-03-14T21:05:00", stamp_fwhm=7.0, subsample=3, noise_seed=None,
 ):
     """Render one frame; see the module docstring.  ``header_wcs`` is 'true'
-    (exact, with SIP), 'perturbed' (offset/rotated, no SIP) or 'none'."""
+    (exact, with SIP), 'perturbed' (offset/rotated, no SIP) or 'none'.
+    ``seed`` draws the sky (stars, WCS truth); ``noise_seed``, when given,
+    draws the noise and defects, so several exposures of one sky differ."""
     rng = np.random.default_rng(seed)
     h, w = shape
     band_obj = canonical_band(band)
@@ -197,10 +199,11 @@ def simulate_frame(
     sky = frame.sky_at(xx, yy).astype(np.float64)
     del xx, yy
     stars_adu = _render_stars(frame, stars["x"], stars["y"], flux, stamp_fwhm, subsample)
-    electrons = rng.poisson(np.clip((sky + stars_adu) * gain, 0, None)).astype(np.float64)
-    electrons += rng.normal(0.0, rdnoise, shape)
+    noise = rng if noise_seed is None else np.random.default_rng(noise_seed)
+    electrons = noise.poisson(np.clip((sky + stars_adu) * gain, 0, None)).astype(np.float64)
+    electrons += noise.normal(0.0, rdnoise, shape)
     image = electrons / gain
-    _add_defects(image, rng, n_hot_pixels, n_cosmic_rays, saturate)
+    _add_defects(image, noise, n_hot_pixels, n_cosmic_rays, saturate)
     image = np.clip(np.round(image), 0, saturate).astype(np.float32)
     frame.image = image
 

@@ -433,7 +433,7 @@
           if job is None:
             raise base.ValidationError("The reduction runs asynchronously:"
               " create a UWS job at reduce/uws.xml", "image")
-          return reducejob.run(job, inputTable)
+          return reducejob.run(job, inputTable, service)
         </code>
       </coreProc>
     </pythonCore>

@@ -11,6 +11,7 @@ one transaction and lists them as the job's results.
 Every failure ends the job in ERROR with one line for the observer (the
 pipeline's own message where there is one); tracebacks go to the job's log.
 """
+import atexit
 import json
 import os
 import signal
@@ -111,8 +112,25 @@ def _pipeline_error(wd, status):
     return last or f"the reduction process failed with exit status {status}; see rapas.log"
 
 
-def run(job, inputTable):
+def _start_queued_jobs(service):
+    """Let DaCHS start queued jobs now that this one has ended.
+
+    A user-UWS job leaves EXECUTING in its own uwsrun process, which the
+    server notices only on its 60-second queue pass.  Registered with atexit,
+    this runs after uwsrun has set COMPLETED or ERROR; outside the server's
+    reactor DaCHS starts the next job by fork and exec.
+    """
+    try:
+        worker = service.getUWS()
+        worker.scheduleProcessQueueCheck()
+        worker.checkProcessQueue()
+    except Exception:          # the server's own queue pass will do it
+        pass
+
+
+def run(job, inputTable, service):
     """The pythonCore's code: reduce, ingest, list results; returns None."""
+    atexit.register(_start_queued_jobs, service)
     wd = Path(job.getWD())
     upload = wd / "image"
     if not upload.is_file():

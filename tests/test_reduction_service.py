@@ -1,0 +1,282 @@
+"""The UWS reduction service, end to end, against its own throwaway DaCHS.
+
+Frames are exposures of one simulated sky (same stars, different noise);
+the service's reference catalogue (RAPAS_REFCAT) is that sky's catalogue.
+"""
+import concurrent.futures
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pyvo
+from astropy.io import fits
+from astropy.stats import mad_std
+
+from dachs_instance import DachsInstance
+from processing.simulate import simulate_frame
+from uws_client import UWSClient
+
+pytestmark = pytest.mark.archive
+
+MAX_UPLOAD = 12_000_000
+SKY = dict(shape=(768, 768), n_stars=500, seed=21, ra=210.0, dec=-12.0, pixscale=1.2,
+           header_wcs="perturbed", wcs_offset_arcsec=3.0, wcs_rotation_deg=0.1)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    work = tmp_path_factory.mktemp("service")
+    sky = simulate_frame(**SKY, noise_seed=0)
+    sky.catalogue.write(work / "refcat.fits")
+    instance = DachsInstance(work / "root", max_jobs=2, max_upload=MAX_UPLOAD,
+                             server_env={"RAPAS_REFCAT": str(work / "refcat.fits")})
+    try:
+        instance.start()
+        instance.add_user("alice", "s3cret", "rapas")
+        instance.add_user("mallory", "hunter2")          # a DaCHS user outside the network
+        instance.work, instance.sky = work, sky
+        instance.jobs_url = instance.url + "/rapas/q/reduce/uws.xml"
+        yield instance
+    finally:
+        instance.stop()
+
+
+def exposure(service, noise_seed, **header):
+    """A FITS exposure of the service's sky with its own noise."""
+    sim = simulate_frame(**SKY, noise_seed=noise_seed)
+    for key, value in header.items():
+        sim.header[key] = value
+    return sim.write(service.work / f"exp{noise_seed}.fits")
+
+
+def error_message(job):
+    """The errorSummary text of a job document ('' when there is none)."""
+    return job.errorsummary.message.content if job.errorsummary else ""
+
+
+def alice(service):
+    return UWSClient(service.jobs_url, auth=("alice", "s3cret"))
+
+
+def counts(service):
+    return service.sql("SELECT (SELECT count(*) FROM rapas.images), (SELECT count(*) FROM rapas.sources),"
+                       " (SELECT count(*) FROM dc.products WHERE accref LIKE 'rapas/%')")[0]
+
+
+def test_only_network_members_create_jobs_and_queries_stay_public(service):
+    frame = exposure(service, 1)
+    assert UWSClient(service.jobs_url).create(frame).status_code == 401
+    assert UWSClient(service.jobs_url, auth=("mallory", "hunter2")).create(frame).status_code in (401, 403)
+    assert UWSClient(service.jobs_url, auth=("alice", "wrong")).create(frame).status_code == 401
+    tap = pyvo.dal.TAPService(service.url + "/tap")
+    assert tap.search("SELECT COUNT(*) AS n FROM rapas.images").to_table()["n"][0] >= 0
+    sia = pyvo.dal.SIA2Service(service.url + "/rapas/q/siap2/siap2.xml", check_baseurl=False)
+    sia.search(collection="RAPAS")                     # anonymous, no exception
+
+
+def test_end_to_end_submission_is_archived_and_matches_truth(service):
+    client = alice(service)
+    job_url, job = client.submit(exposure(service, 2))
+    assert job.phase == "COMPLETED", error_message(job)
+    names = {r.id_ for r in job.results}
+    assert {"calibrated.fits", "sources.vot", "summary.json", "zeropoint.png", "detections.png",
+            "fwhm_map.png", "preview.png", "rapas.log", "archive.json"} <= names
+    archived = json.loads(client.result(job_url, "archive.json"))
+    summary = json.loads(client.result(job_url, "summary.json"))
+    assert abs(summary["zero_point"] - service.sky.params["zero_point"]) < 0.01
+    # the image is in SIAP2 at once, under its publisher DID
+    sia = pyvo.dal.SIA2Service(service.url + "/rapas/q/siap2/siap2.xml", check_baseurl=False)
+    found = sia.search(pos=(summary["ra_center"], summary["dec_center"], 0.01)).to_table()
+    assert archived["pubDID"] in list(found["obs_publisher_did"])
+    # its sources in TAP, calibrated magnitudes against the simulated truth
+    rows = pyvo.dal.TAPService(service.url + "/tap").search(
+        "SELECT gaia_source_id, mag_cal FROM rapas.sources WHERE obs_id='%s' AND snr > 30 AND flags = 0"
+        " AND gaia_source_id IS NOT NULL" % archived["obs_id"]).to_table()
+    truth = dict(zip(service.sky.truth["source_id"].tolist(), service.sky.truth["ref_mag"].tolist()))
+    resid = np.array([m - truth[int(i)] for i, m in zip(rows["gaia_source_id"], rows["mag_cal"])])
+    assert len(resid) > 50
+    assert abs(np.median(resid)) < 0.01 and mad_std(resid) < 0.03
+    assert len(rows) <= archived["n_sources"] == summary["n_sources"]
+
+
+def test_progress_is_visible_while_the_job_runs(service):
+    client = alice(service)
+    job_url = client.create(exposure(service, 3))
+    client.run(job_url)
+    seen_stages = set()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        job = client.job(job_url)
+        if job.phase == "EXECUTING" and "rapas.log" in {r.id_ for r in job.results}:
+            log = client.result(job_url, "rapas.log").decode()
+            seen_stages |= {line.split()[1] for line in log.splitlines() if " started" in line}
+        if job.phase in ("COMPLETED", "ERROR"):
+            break
+        time.sleep(0.2)
+    assert job.phase == "COMPLETED"
+    assert len(seen_stages) >= 2, seen_stages       # stages advanced while EXECUTING
+
+
+BAD = [
+    # name, image bytes factory, filename, params, words in the errorSummary
+    ("not FITS", lambda s: b"SIMPLE  = this is a shopping list\n" * 200, "list.fits", {}, "not a readable FITS"),
+    ("truncated FITS", lambda s: exposure(s, 30).read_bytes()[:30000], "cut.fits", {}, "not a readable FITS"),
+    ("empty primary, no image HDU", lambda s: _hdul_bytes(fits.PrimaryHDU()), "empty.fits", {}, "no image"),
+    ("3-D cube", lambda s: _hdul_bytes(fits.PrimaryHDU(np.zeros((3, 64, 64), np.float32))), "cube.fits", {}, "3-D"),
+    ("all-NaN frame", lambda s: _hdul_bytes(fits.PrimaryHDU(np.full((256, 256), np.nan, np.float32))),
+     "nan.fits", {}, "NaN"),
+    ("blank sky", lambda s: _with_data(s, np.random.default_rng(1).normal(300, 15, (768, 768))), "blank.fits", {},
+     "no stars"),
+    ("saturated frame", lambda s: _with_data(s, np.full((768, 768), 65535.0)), "sat.fits", {}, "same value"),
+    ("no WCS and unsolvable", lambda s: _without_wcs(s), "nowcs.fits", {"solve_timeout": 5},
+     "plate solving failed"),
+    ("unknown filter", lambda s: exposure(s, 31, FILTER="H-alpha").read_bytes(), "ha.fits", {}, "unknown filter"),
+    ("negative EXPTIME", lambda s: exposure(s, 32, EXPTIME=-30.0).read_bytes(), "neg.fits", {}, "positive"),
+    ("unknown band parameter", lambda s: exposure(s, 33).read_bytes(), "b.fits", {"band": "Q"}, "unknown filter"),
+    ("file name with path characters", lambda s: b"not a frame", "../../../../tmp/rapas_escape.fits", {},
+     "not a readable FITS"),
+]
+
+
+def _hdul_bytes(*hdus):
+    import io
+    buffer = io.BytesIO()
+    fits.HDUList(list(hdus)).writeto(buffer)
+    return buffer.getvalue()
+
+
+def _with_data(service, data):
+    header = fits.getheader(exposure(service, 34))
+    return _hdul_bytes(fits.PrimaryHDU(data.astype(np.float32), header))
+
+
+def _without_wcs(service):
+    header = fits.getheader(exposure(service, 35))
+    for key in list(header):
+        if key.startswith(("CTYPE", "CRVAL", "CRPIX", "CD", "PC", "CDELT", "CUNIT", "WCSAXES")):
+            del header[key]
+    return _hdul_bytes(fits.PrimaryHDU(fits.getdata(service.work / "exp35.fits"), header))
+
+
+def test_bad_submissions_fail_clearly_and_change_nothing(service):
+    client = alice(service)
+    before = counts(service)
+    outcomes = {}
+    for name, make, filename, params, words in BAD:
+        job_url, job = client.submit(make(service), filename=filename, **params)
+        message = error_message(job)
+        outcomes[name] = (job.phase, message)
+        assert job.phase == "ERROR", (name, job.phase)
+        assert words in message, (name, message)
+        assert "Traceback" not in message and "\n" not in message.strip(), (name, message)
+    assert not Path("/tmp/rapas_escape.fits").exists()
+    # refusals at the door: too big, no image, wrong types
+    big = client.create(b"\0" * (MAX_UPLOAD + 1000), filename="big.fits")
+    assert not isinstance(big, str) and big.status_code in (400, 413), "oversized upload accepted"
+    outcomes["oversized upload"] = big.status_code
+    no_image = client.create(None, band="G")
+    if isinstance(no_image, str):                     # created: it must fail when run
+        client.run(no_image)
+        job = client.wait(no_image)
+        assert job.phase == "ERROR" and "image" in error_message(job)
+    else:
+        assert no_image.status_code == 400
+    outcomes["missing image"] = "refused or ERROR"
+    for params in ({"threshold": "abc"}, {"border": "2.5x"}, {"psf": "maybe"}):
+        wrong = client.create(exposure(service, 36), **params)
+        assert not isinstance(wrong, str) and wrong.status_code == 400, params
+    outcomes["wrong parameter types"] = 400
+    assert counts(service) == before
+    assert len(outcomes) >= 15
+
+
+def test_resubmitting_the_same_file_replaces_it(service):
+    client = alice(service)
+    frame = exposure(service, 4)
+    _, first = client.submit(frame)
+    assert first.phase == "COMPLETED"
+    after_first = counts(service)
+    url, second = client.submit(frame)
+    assert second.phase == "COMPLETED"
+    assert counts(service) == after_first
+    obs_id = json.loads(client.result(url, "archive.json"))["obs_id"]
+    assert service.sql(f"SELECT count(*) FROM rapas.images WHERE obs_id='{obs_id}'") == [[1]]
+
+
+def test_ten_concurrent_submissions_all_complete(service):
+    client = alice(service)
+    frames = [exposure(service, 100 + i) for i in range(10)]
+    before_images = counts(service)[0]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=10) as pool:
+        jobs = list(pool.map(lambda f: alice(service).submit(f), frames))
+    assert [job.phase for _, job in jobs] == ["COMPLETED"] * 10
+    obs_ids = {json.loads(client.result(url, "archive.json"))["obs_id"] for url, _ in jobs}
+    assert len(obs_ids) == 10
+    assert counts(service)[0] == before_images + 10
+    ids = ",".join(f"'{o}'" for o in sorted(obs_ids))
+    per_image = service.sql(f"SELECT obs_id, count(*), max(n_sources) FROM rapas.sources"
+                            f" JOIN rapas.images USING (obs_id) WHERE obs_id IN ({ids}) GROUP BY obs_id")
+    assert len(per_image) == 10 and all(n == n_src for _, n, n_src in per_image)
+
+
+def _pipeline_pid(job_url):
+    job_id = job_url.rstrip("/").rsplit("/", 1)[-1]
+    found = subprocess.run(["pgrep", "-f", f"rapas-reduce .*/{job_id}/image"], capture_output=True, text=True)
+    pids = [int(p) for p in found.stdout.split()]
+    return pids[0] if pids else None
+
+
+def test_killed_pipeline_ends_in_error_and_next_job_succeeds(service):
+    client = alice(service)
+    before = counts(service)
+    big = simulate_frame(**dict(SKY, shape=(2048, 2048), n_stars=3000), noise_seed=5)
+    job_url = client.create(big.write(service.work / "slow.fits"))
+    client.run(job_url)
+    pid = None
+    deadline = time.monotonic() + 120
+    while pid is None and time.monotonic() < deadline:
+        pid = _pipeline_pid(job_url)
+        time.sleep(0.1)
+    assert pid, "the pipeline process never appeared"
+    os.kill(pid, signal.SIGKILL)
+    job = client.wait(job_url)
+    assert job.phase == "ERROR"
+    assert "killed by signal 9" in error_message(job)
+    assert counts(service) == before
+    _, next_job = client.submit(exposure(service, 6))
+    assert next_job.phase == "COMPLETED"
+
+
+def test_abort_and_execution_duration(service):
+    client = alice(service)
+    before = counts(service)
+    slow = simulate_frame(**dict(SKY, shape=(2048, 2048), n_stars=3000), noise_seed=7).write(
+        service.work / "slow2.fits")
+    job_url = client.create(slow)
+    client.run(job_url)
+    deadline = time.monotonic() + 120
+    while _pipeline_pid(job_url) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert client.abort(job_url).status_code == 303
+    assert client.wait(job_url).phase == "ABORTED"
+    job_url = client.create(slow)
+    response = client.session.post(job_url + "/executionduration", data={"EXECUTIONDURATION": "1"},
+                                   allow_redirects=False)
+    assert response.status_code == 303
+    client.run(job_url)
+    job = client.wait(job_url)
+    assert job.phase == "ERROR" and "executionDuration" in error_message(job)
+    assert counts(service) == before
+
+
+def test_delete_removes_the_job(service):
+    client = alice(service)
+    job_url = client.create(exposure(service, 8))
+    response = client.session.delete(job_url, allow_redirects=False)
+    assert response.status_code == 303
+    assert client.session.get(job_url).status_code == 404
