@@ -117,11 +117,18 @@ def stellar(objs):
     return round_ & (size > 0.7 * ref) & (size < 1.5 * ref)
 
 
-def initial_fwhm(objs, point_like):
+def initial_fwhm(objs, point_like, seeing_px=None):
     """Rough FWHM (px) from second moments of bright point-like sources,
-    used only to size windows before the PSF is measured."""
+    used only to size windows before the PSF is measured.  With fewer than
+    five point-like sources the observer's seeing guess (``seeing_px``) is
+    used when known, else the moments of all sources."""
     sigma = np.sqrt(0.5 * (objs["a"] ** 2 + objs["b"] ** 2))
-    idx = np.flatnonzero(point_like) if point_like.sum() >= 5 else np.arange(len(objs))
+    if point_like.sum() >= 5:
+        idx = np.flatnonzero(point_like)
+    elif seeing_px:
+        return float(seeing_px)
+    else:
+        idx = np.arange(len(objs))
     bright = idx[np.argsort(-objs["flux"][idx])][:200]
     return float(2.3548 * np.median(sigma[bright]))
 

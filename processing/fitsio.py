@@ -1,7 +1,7 @@
 """Load the first 2-D image of a FITS file (plain, gzip or fpack)."""
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from astropy.io import fits
@@ -19,7 +19,7 @@ class Frame:
     #: largest value the stored integer type can hold (None for float data)
     integer_max: float | None = None
     #: what loading did to the pixels, for the log
-    notes: list = None
+    notes: list = field(default_factory=list)
 
 
 def _first_image_hdu(hdul):

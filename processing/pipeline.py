@@ -102,15 +102,49 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def _run(image_path, out, config, log):
-    from . import products
+@dataclass
+class Detections:
+    """What the detection stage found, and the images and masks it used."""
+    data_sub: np.ndarray           # background-subtracted pixels (ADU)
+    background: detect.Background
+    bad: np.ndarray                # never used: NaN, border, cosmic rays
+    saturated: np.ndarray
+    objs: np.ndarray               # sep's catalogue
+    point_like: np.ndarray
+    peak: np.ndarray               # peak pixel value above zero (ADU), for saturation tests
+    sep_flags: np.ndarray
 
+
+@dataclass
+class Photometry:
+    """Aperture (and PSF) photometry of every source, instrumental."""
+    x: np.ndarray                  # windowed centroids, 0-based pixels
+    y: np.ndarray
+    fwhm: float                    # pixels
+    radii: list                    # the four reported aperture radii (px)
+    r_cal: float
+    r_total: float                 # the "total flux" aperture
+    inst: dict                     # radius -> (mag, err), -2.5 log10(ADU/s)
+    snr: np.ndarray                # in the calibration aperture
+    flags: np.ndarray
+    m_inst: np.ndarray             # calibration aperture corrected to total
+    e_inst: np.ndarray
+    apcor: float                   # at the frame centre
+    apcor_err: float
+    exclude: np.ndarray            # pixels no sky or limit measurement may use
+    sky_level: np.ndarray
+    m_psf: np.ndarray | None = None
+    e_psf: np.ndarray | None = None
+    apcor_psf: float = np.nan
+
+
+def _run(image_path, out, config, log):
     log.begin("load")
     checksum = sha256(image_path)
     frame = load_frame(image_path)
-    shape = frame.data.shape
     for note in frame.notes:
         log(note)
+    shape = frame.data.shape
     log(f"image {shape[1]}x{shape[0]} from HDU {frame.hdu_index}, {int(frame.mask.sum())} non-finite pixels")
 
     log.begin("header")
@@ -121,171 +155,228 @@ def _run(image_path, out, config, log):
     log(f"band {info.band.name} (from {info.filter_raw!r}), exptime {info.exptime:g} s,"
         f" start {info.date_obs.isot}, gain {info.gain:g}, read noise {info.rdnoise:g}, saturation {info.saturate:g}")
 
+    header_wcs, wcs_problem = astrometry.header_wcs(frame.header, shape)
+    det = _detect(frame, info, config, log)
+    seeing_px = config.seeing_arcsec / astrometry.pixel_scale_arcsec(header_wcs) if header_wcs else None
+    fwhm0 = detect.initial_fwhm(det.objs, det.point_like, seeing_px)
+    log(f"{len(det.objs)} sources above {config.detect_sigma:g} sigma, first FWHM estimate {fwhm0:.2f} px")
+    epsf, fwhm, psf_idx = _psf_model(det, fwhm0, info, shape, warnings_out, log)
+    x, y = detect.windowed_positions(det.data_sub, det.objs["x"], det.objs["y"], fwhm, det.bad)
+
+    wcs, wcs_source = _initial_wcs(header_wcs, wcs_problem, det, x, y, frame.header, info, config, log)
+    centre = wcs.pixel_to_world(0.5 * (shape[1] - 1), 0.5 * (shape[0] - 1))
+    fill_airmass(info, centre)
+    ref = _reference_stars(wcs, centre, shape, info, config, log)
+    wcs, wcs_source, astrom_rms, n_astrom = _refine_wcs(wcs, wcs_source, det, x, y, fwhm, ref, info, config,
+                                                        warnings_out, log)
+    scale = astrometry.pixel_scale_arcsec(wcs)
+    ra, dec = wcs.all_pix2world(x, y, 0)
+
+    phot = _aperture_photometry(det, x, y, fwhm, info, config, shape, log)
+    if config.psf_photometry and epsf is not None:
+        _psf_photometry(phot, det, epsf, info, shape, log)
+
+    log.begin("calibration")
+    cal = calibrate.calibrate(x, y, ra, dec, phot.m_inst, phot.e_inst, phot.flags, ref, info.band, config,
+                              max(1.0, 0.6 * fwhm * scale), shape, log)
+    sources = _source_table(phot, det, cal, ref, ra, dec, psf_idx, scale)
+
+    log.begin("limits")
+    lim, sigma_ap = calibrate.limiting_magnitude(det.data_sub, phot.exclude, phot.r_cal, info.exptime,
+                                                 cal.zero_point, phot.apcor)
+    log(f"5-sigma limiting magnitude {lim:.3f} ({info.band.name}), aperture noise {sigma_ap:.2f} ADU")
+
+    log.begin("products")
+    ellipticity = np.asarray(sources["ellipticity"])
+    summary = _summary(
+        image_path, checksum, info, cal, phot, det, wcs, wcs_source, shape, centre, scale,
+        astrom_rms, n_astrom, lim, len(sources), len(ref), config, warnings_out,
+        float(np.median(ellipticity[psf_idx] if len(psf_idx) else ellipticity)))
+    _write_products(out, frame, wcs, summary, sources, cal, det.data_sub, log)
+    log(f"done: {len(sources)} sources, ZP {cal.zero_point:.4f}, limit {lim:.2f}, FWHM {fwhm * scale:.2f} arcsec")
+    return Result(summary=summary, sources=sources, out_dir=out)
+
+
+def _detect(frame, info, config, log):
+    """Masks, background (sources masked) and sep detection."""
     log.begin("background")
     bad, saturated = detect.build_masks(frame.data, frame.mask, info.saturate, config.border_px,
                                         config.cosmic_rays, info.gain, info.rdnoise)
-    bkg = detect.estimate_background(frame.data, bad)
-    data_sub = frame.data - bkg.level
-    log(f"background median {np.median(bkg.level):.2f} ADU, rms {bkg.global_rms:.3f} ADU")
-
+    background = detect.estimate_background(frame.data, bad)
+    data_sub = frame.data - background.level
+    log(f"background median {np.median(background.level):.2f} ADU, rms {background.global_rms:.3f} ADU")
     log.begin("detection")
-    objs = detect.detect_sources(data_sub, bkg, bad, config.detect_sigma, info.gain)
-    point_like = detect.stellar(objs)
-    fwhm0 = detect.initial_fwhm(objs, point_like)
-    x, y = np.asarray(objs["x"]), np.asarray(objs["y"])     # windowed after the PSF is known
-    sep_flags = np.where(objs["flag"] & 1, detect.FLAG_BLENDED, 0).astype(np.int32)  # sep OBJ_MERGED
-    log(f"{len(objs)} sources above {config.detect_sigma:g} sigma, first FWHM estimate {fwhm0:.2f} px")
+    objs = detect.detect_sources(data_sub, background, bad, config.detect_sigma, info.gain)
+    h, w = frame.data.shape
+    iy = np.clip(np.round(objs["y"]).astype(int), 0, h - 1)
+    ix = np.clip(np.round(objs["x"]).astype(int), 0, w - 1)
+    return Detections(
+        data_sub=data_sub, background=background, bad=bad, saturated=saturated, objs=objs,
+        point_like=detect.stellar(objs), peak=objs["peak"] + background.level[iy, ix],
+        sep_flags=np.where(objs["flag"] & 1, detect.FLAG_BLENDED, 0).astype(np.int32))   # sep OBJ_MERGED
 
+
+def _psf_model(det, fwhm0, info, shape, warnings_out, log):
+    """ePSF from isolated unsaturated stars and the FWHM measured on it."""
     log.begin("psf-model")
-    peak_sat = objs["peak"] + bkg.level[np.clip(np.round(y).astype(int), 0, shape[0] - 1),
-                                        np.clip(np.round(x).astype(int), 0, shape[1] - 1)]
-    psf_idx = psf.select_psf_stars(x, y, objs["flux"], peak_sat, point_like, fwhm0, info.saturate, shape)
-    epsf = None
-    if len(psf_idx) >= 5:
-        epsf = psf.build_epsf(data_sub, x[psf_idx], y[psf_idx], fwhm0)
-        fwhm = psf.epsf_fwhm(epsf)
-        log(f"ePSF from {len(psf_idx)} stars, FWHM {fwhm:.3f} px")
-    else:
-        fwhm = fwhm0
+    x, y = np.asarray(det.objs["x"]), np.asarray(det.objs["y"])
+    psf_idx = psf.select_psf_stars(x, y, det.objs["flux"], det.peak, det.point_like, fwhm0, info.saturate, shape)
+    if len(psf_idx) < 5:
         warnings_out.append(f"only {len(psf_idx)} isolated unsaturated stars: no PSF model, FWHM from moments")
         log(f"warning: {warnings_out[-1]}")
-    x, y = detect.windowed_positions(data_sub, objs["x"], objs["y"], fwhm, bad)
+        return None, fwhm0, psf_idx
+    epsf = psf.build_epsf(det.data_sub, x[psf_idx], y[psf_idx], fwhm0)
+    fwhm = psf.epsf_fwhm(epsf)
+    log(f"ePSF from {len(psf_idx)} stars, FWHM {fwhm:.3f} px")
+    return epsf, fwhm, psf_idx
 
+
+def _initial_wcs(wcs, problem, det, x, y, header, info, config, log):
+    """The header's WCS, or a blind Astrometry.net solution; (wcs, source)."""
     log.begin("astrometry")
-    wcs, reason = astrometry.header_wcs(frame.header, shape)
-    wcs_source = "header"
-    if wcs is None or config.plate_solve == "always":
-        if config.plate_solve == "never":
-            raise AstrometryError(f"{reason} and plate solving is disabled")
-        log(reason or "plate solving forced")
-        fluxerr = np.sqrt(np.abs(objs["flux"]) / info.gain + objs["npix"] * bkg.global_rms ** 2)
-        wcs = astrometry.solve_blind(Table(dict(x=x, y=y, flux=objs["flux"], fluxerr=fluxerr)),
-                                     shape, frame.header, config, log)
-        wcs_source = "solved"
-        solved_centre = wcs.pixel_to_world(0.5 * (shape[1] - 1), 0.5 * (shape[0] - 1))
-        log(f"solved: centre RA {solved_centre.ra.deg:.5f} Dec {solved_centre.dec.deg:.5f},"
-            f" {astrometry.pixel_scale_arcsec(wcs):.3f} arcsec/px")
-    scale = astrometry.pixel_scale_arcsec(wcs)
-    centre = wcs.pixel_to_world(0.5 * (shape[1] - 1), 0.5 * (shape[0] - 1))
-    fill_airmass(info, centre)
+    if wcs is not None and config.plate_solve != "always":
+        return wcs, "header"
+    if config.plate_solve == "never":
+        raise AstrometryError(f"{problem} and plate solving is disabled")
+    log(problem or "plate solving forced")
+    objs = det.objs
+    fluxerr = np.sqrt(np.abs(objs["flux"]) / info.gain + objs["npix"] * det.background.global_rms ** 2)
+    shape = det.data_sub.shape
+    solved = astrometry.solve_blind(Table(dict(x=x, y=y, flux=objs["flux"], fluxerr=fluxerr)),
+                                    shape, header, config, log)
+    centre = solved.pixel_to_world(0.5 * (shape[1] - 1), 0.5 * (shape[0] - 1))
+    log(f"solved: centre RA {centre.ra.deg:.5f} Dec {centre.dec.deg:.5f},"
+        f" {astrometry.pixel_scale_arcsec(solved):.3f} arcsec/px")
+    return solved, "solved"
 
+
+def _reference_stars(wcs, centre, shape, info, config, log):
+    """Reference catalogue over the field, moved to mid-exposure."""
     log.begin("refcat")
     radius = astrometry.field_radius_deg(wcs, shape) * 1.05 + 30.0 / 3600
     ref = refcat.load_reference(config.refcat, centre.ra.deg, centre.dec.deg, radius, config.max_calib_mag + 1.0)
-    ref = refcat.at_epoch(ref, info.time_mid.jyear)
     log(f"{len(ref)} reference stars within {radius:.3f} deg ({config.refcat.get('kind')})")
+    return refcat.at_epoch(ref, info.time_mid.jyear)
 
+
+def _refine_wcs(wcs, wcs_source, det, x, y, fwhm, ref, info, config, warnings_out, log):
+    """Refine on the brightest clean stars; keep a header WCS (with a
+    warning) when refinement is impossible.  (wcs, source, rms, n)."""
     log.begin("refinement")
-    bright = np.argsort(-objs["flux"])
-    clean = bright[(objs["flag"][bright] == 0) & (peak_sat[bright] < info.saturate)][:1500]
-    astrom_rms, n_astrom = np.nan, 0
-    if len(ref) >= 10:
-        try:
-            wcs, astrom_rms, n_astrom = astrometry.refine(wcs, x[clean], y[clean], ref, fwhm,
-                                                          config.sip_order, log)
-            wcs_source = "refined" if wcs_source == "header" else "solved"
-        except AstrometryError as exc:
-            if wcs_source == "solved":
-                raise
-            warnings_out.append(f"WCS kept from header: {exc}")
-            log(f"warning: {warnings_out[-1]}")
-    else:
+    if len(ref) < 10:
         warnings_out.append(f"only {len(ref)} reference stars: WCS not refined")
         log(f"warning: {warnings_out[-1]}")
-    ra, dec = wcs.all_pix2world(x, y, 0)
+        return wcs, wcs_source, np.nan, 0
+    bright = np.argsort(-det.objs["flux"])
+    clean = bright[(det.objs["flag"][bright] == 0) & (det.peak[bright] < info.saturate)][:1500]
+    try:
+        refined, rms, n = astrometry.refine(wcs, x[clean], y[clean], ref, fwhm, config.sip_order, log)
+    except AstrometryError as exc:
+        if wcs_source == "solved":
+            raise
+        warnings_out.append(f"WCS kept from header: {exc}")
+        log(f"warning: {warnings_out[-1]}")
+        return wcs, wcs_source, np.nan, 0
+    return refined, "refined" if wcs_source == "header" else "solved", rms, n
 
+
+def _aperture_photometry(det, x, y, fwhm, info, config, shape, log):
+    """Apertures with a local sky annulus; the calibration aperture is
+    corrected to total flux by a spatial map measured on bright isolated stars."""
+    import sep_x as sep
     log.begin("photometry")
     radii = [r * fwhm for r in config.aperture_radii_fwhm]
     r_cal = config.calibration_radius_fwhm * fwhm
     r_total = config.total_radius_fwhm * fwhm
-    src_mask = np.zeros(shape, dtype=bool)
-    import sep_x as sep
-    sep.mask_ellipse(src_mask, objs["x"], objs["y"], objs["a"], objs["b"], objs["theta"], r=3.0 * 2.5)
-    exclude = bad | src_mask | saturated
-    sky, n_ann = aperture.local_sky(data_sub, x, y, config.sky_annulus_fwhm[0] * fwhm,
-                                    config.sky_annulus_fwhm[1] * fwhm, exclude)
-    fluxes, ap_flags = aperture.measure(data_sub, x, y, radii + [r_cal, r_total], bkg.rms, info.gain,
-                                        bad, saturated, sky, n_ann)
-    flags = ap_flags | sep_flags
+    objs = det.objs
+    footprints = np.zeros(shape, dtype=bool)
+    sep.mask_ellipse(footprints, objs["x"], objs["y"], objs["a"], objs["b"], objs["theta"], r=3.0 * 2.5)
+    exclude = det.bad | footprints | det.saturated
+    sky, n_annulus = aperture.local_sky(det.data_sub, x, y, config.sky_annulus_fwhm[0] * fwhm,
+                                        config.sky_annulus_fwhm[1] * fwhm, exclude)
+    fluxes, ap_flags = aperture.measure(det.data_sub, x, y, radii + [r_cal, r_total], det.background.rms,
+                                        info.gain, det.bad, det.saturated, sky, n_annulus)
+    flags = ap_flags | det.sep_flags
     inst = {r: aperture.instrumental_mag(*fluxes[r], info.exptime) for r in fluxes}
-    m_cal, e_cal = inst[r_cal]
-    snr_cal = fluxes[r_cal][0] / fluxes[r_cal][1]
-    m_total, e_total = inst[r_total]
-    # aperture-correction stars: point-like, unflagged, alone within the big
+    (m_cal, e_cal), (m_total, e_total) = inst[r_cal], inst[r_total]
+    # stars for the correction: point-like, unflagged, alone within the big
     # aperture and bright in it (its sky noise dominates the correction's error)
-    apcor_stars = (point_like & (flags == 0) & detect.isolated(x, y, r_total + fwhm)
-                   & (fluxes[r_total][0] / fluxes[r_total][1] > 100))
-    apcor_fn, apcor_order, n_apcor = aperture.aperture_correction_map(
-        m_cal, m_total, np.hypot(e_total, e_cal), apcor_stars, x, y, shape)
-    apcor_xy = apcor_fn(x, y)
-    apcor = float(apcor_fn([0.5 * (shape[1] - 1)], [0.5 * (shape[0] - 1)])[0])
-    _, apcor_err, _ = aperture.aperture_correction(m_cal, m_total, np.hypot(e_total, e_cal), apcor_stars)
+    use = (det.point_like & (flags == 0) & detect.isolated(x, y, r_total + fwhm)
+           & (fluxes[r_total][0] / fluxes[r_total][1] > 100))
+    err = np.hypot(e_total, e_cal)
+    correction, order, n_used = aperture.aperture_correction_map(m_cal, m_total, err, use, x, y, shape)
+    apcor = float(correction([0.5 * (shape[1] - 1)], [0.5 * (shape[0] - 1)])[0])
+    _, apcor_err, _ = aperture.aperture_correction(m_cal, m_total, err, use)
     log(f"apertures {', '.join(f'{r:.2f}' for r in radii)} px; calibration aperture {r_cal:.2f} px,"
         f" aperture correction to {r_total:.1f} px at the centre {apcor:+.4f} +/- {apcor_err:.4f} mag"
-        f" (order-{apcor_order} map from {n_apcor} stars)")
-    m_inst, e_inst = m_cal + apcor_xy, e_cal
+        f" (order-{order} map from {n_used} stars)")
+    return Photometry(x=x, y=y, fwhm=fwhm, radii=radii, r_cal=r_cal, r_total=r_total, inst=inst,
+                      snr=fluxes[r_cal][0] / fluxes[r_cal][1], flags=flags,
+                      m_inst=m_cal + correction(x, y), e_inst=e_cal, apcor=apcor, apcor_err=apcor_err,
+                      exclude=exclude, sky_level=sky.level)
 
-    m_psf = e_psf = None
-    apcor_psf = np.nan
-    if config.psf_photometry and epsf is not None:
-        log.begin("psf-fit")
-        f_psf, ef_psf, ok_psf = psf.fit_fluxes(data_sub, bkg.rms, info.gain, epsf, x, y, 1.5 * fwhm, bad, sky.level)
-        m_psf_raw, e_psf = aperture.instrumental_mag(f_psf, ef_psf, info.exptime)
-        psf_ref = point_like & ok_psf & (flags == 0) & (snr_cal > 50)
-        psf_fn, psf_order, n_psf_ref = aperture.aperture_correction_map(
-            m_psf_raw, m_cal, np.hypot(e_psf, e_cal), psf_ref, x, y, shape)
-        apcor_psf_xy = psf_fn(x, y)
-        apcor_psf = float(np.median(apcor_psf_xy[psf_ref])) if n_psf_ref else np.nan
-        m_psf = np.where(ok_psf, m_psf_raw + apcor_psf_xy + apcor_xy, np.nan)
-        flags |= np.where(ok_psf, 0, detect.FLAG_PSF_FAILED).astype(np.int32)
-        log(f"PSF fit of {len(x)} sources, {int(ok_psf.sum())} good; PSF-to-aperture correction {apcor_psf:+.4f} mag"
-            f" (median; order-{psf_order} map from {n_psf_ref} stars)")
 
-    log.begin("calibration")
-    match_radius = max(1.0, 0.6 * fwhm * scale)
-    cal = calibrate.calibrate(x, y, ra, dec, m_inst, e_inst, flags, ref, info.band, config,
-                              match_radius, shape, log)
-    zp_xy = cal.zero_at(x, y)
-    zp_err_xy = cal.zero_err_at(x, y)
-    colour = np.full(len(x), np.nan)
-    gaia_id = np.zeros(len(x), dtype=np.int64)
-    gaia_sep = np.full(len(x), np.nan)
-    _gaia_crossmatch(ra, dec, ref, max(1.0, 0.6 * fwhm * scale), colour, gaia_id, gaia_sep)
-    colour_used = np.where(np.isfinite(colour), colour, cal.median_colour)
-    offset = zp_xy + cal.colour_term * colour_used
-    mag = m_inst + offset
-    mag_err = np.hypot(e_inst, zp_err_xy)
+def _psf_photometry(phot, det, epsf, info, shape, log):
+    """PSF magnitudes tied to the calibration aperture by a spatial map
+    (one ePSF for a PSF that varies across the field), then to total flux."""
+    log.begin("psf-fit")
+    x, y = phot.x, phot.y
+    flux, flux_err, ok = psf.fit_fluxes(det.data_sub, det.background.rms, info.gain, epsf, x, y,
+                                        1.5 * phot.fwhm, det.bad, phot.sky_level)
+    m_raw, e_psf = aperture.instrumental_mag(flux, flux_err, info.exptime)
+    m_cal, e_cal = phot.inst[phot.r_cal]
+    use = det.point_like & ok & (phot.flags == 0) & (phot.snr > 50)
+    correction, order, n_used = aperture.aperture_correction_map(m_raw, m_cal, np.hypot(e_psf, e_cal), use,
+                                                                 x, y, shape)
+    to_aperture = correction(x, y)
+    phot.apcor_psf = float(np.median(to_aperture[use])) if n_used else np.nan
+    phot.m_psf = np.where(ok, m_raw + to_aperture + (phot.m_inst - m_cal), np.nan)
+    phot.e_psf = e_psf
+    phot.flags |= np.where(ok, 0, detect.FLAG_PSF_FAILED).astype(np.int32)
+    log(f"PSF fit of {len(x)} sources, {int(ok.sum())} good; PSF-to-aperture correction"
+        f" {phot.apcor_psf:+.4f} mag (median; order-{order} map from {n_used} stars)")
 
-    log.begin("limits")
-    lim, sigma_ap = calibrate.limiting_magnitude(data_sub, exclude, r_cal, info.exptime, cal.zero_point, apcor)
-    log(f"5-sigma limiting magnitude {lim:.3f} ({info.band.name}), aperture noise {sigma_ap:.2f} ADU")
 
-    log.begin("products")
-    flux_radius, _ = sep.flux_radius(data_sub, x, y, np.full(len(x), r_total), 0.5, mask=bad, subpix=5)
-    r50_ref = np.median(flux_radius[psf_idx]) if len(psf_idx) else np.median(flux_radius)
+def _source_table(phot, det, cal, ref, ra, dec, psf_idx, scale):
+    """The source catalogue: calibrated magnitudes with the zero-point error."""
+    import sep_x as sep
+    x, y, n = phot.x, phot.y, len(phot.x)
+    colour = np.full(n, np.nan)
+    gaia_id = np.zeros(n, dtype=np.int64)
+    gaia_sep = np.full(n, np.nan)
+    _gaia_crossmatch(ra, dec, ref, max(1.0, 0.6 * phot.fwhm * scale), colour, gaia_id, gaia_sep)
+    offset = cal.zero_at(x, y) + cal.colour_term * np.where(np.isfinite(colour), colour, cal.median_colour)
+    zp_err = cal.zero_err_at(x, y)
+    flux_radius, _ = sep.flux_radius(det.data_sub, x, y, np.full(n, phot.r_total), 0.5, mask=det.bad, subpix=5)
+    r50_psf = np.median(flux_radius[psf_idx]) if len(psf_idx) else np.median(flux_radius)
     sources = Table()
-    sources["source_num"] = np.arange(1, len(x) + 1, dtype=np.int32)
+    sources["source_num"] = np.arange(1, n + 1, dtype=np.int32)
     sources["x_image"], sources["y_image"] = x + 1.0, y + 1.0
     sources["ra"], sources["dec"] = ra, dec
-    for k, r in enumerate(radii, start=1):
-        m_k, e_k = inst[r]
+    for k, r in enumerate(phot.radii, start=1):
+        m_k, e_k = phot.inst[r]
         sources[f"mag_ap{k}"] = m_k + offset
         sources[f"mag_ap{k}_err"] = e_k
-    sources["mag_psf"] = m_psf + offset if m_psf is not None else np.full(len(x), np.nan)
-    sources["mag_psf_err"] = np.hypot(e_psf, zp_err_xy) if e_psf is not None else np.full(len(x), np.nan)
-    sources["mag_inst"], sources["mag_inst_err"] = m_inst, e_inst
-    sources["mag_cal"], sources["mag_cal_err"] = mag, mag_err
-    sources["snr"] = snr_cal
-    sources["fwhm"] = fwhm * flux_radius / r50_ref * scale
-    sources["ellipticity"] = 1.0 - objs["b"] / objs["a"]
-    sources["flags"] = flags
+    no_psf = np.full(n, np.nan)
+    sources["mag_psf"] = phot.m_psf + offset if phot.m_psf is not None else no_psf
+    sources["mag_psf_err"] = np.hypot(phot.e_psf, zp_err) if phot.e_psf is not None else no_psf
+    sources["mag_inst"], sources["mag_inst_err"] = phot.m_inst, phot.e_inst
+    sources["mag_cal"] = phot.m_inst + offset
+    sources["mag_cal_err"] = np.hypot(phot.e_inst, zp_err)
+    sources["snr"] = phot.snr
+    sources["fwhm"] = phot.fwhm * flux_radius / r50_psf * scale
+    sources["ellipticity"] = 1.0 - det.objs["b"] / det.objs["a"]
+    sources["flags"] = phot.flags
     sources["gaia_source_id"] = gaia_id
     sources["gaia_sep"] = gaia_sep
     sources["gaia_bp_rp"] = colour
+    return sources
 
-    ellip = float(np.median(sources["ellipticity"][psf_idx])) if len(psf_idx) else float(np.median(sources["ellipticity"]))
+
+def _summary(image_path, checksum, info, cal, phot, det, wcs, wcs_source, shape, centre, scale,
+             astrom_rms, n_astrom, lim, n_sources, n_ref, config, warnings_out, ellipticity):
     t_start = info.date_obs
-    summary = dict(
+    return dict(
         pipeline_version=__version__, source_file=image_path.name, checksum_sha256=checksum,
         processed_at=Time.now().isot + "Z",
         filter=info.band.name, filter_header=info.filter_raw, calibration_band=f"Gaia {cal.reference_band}",
@@ -299,24 +390,29 @@ def _run(image_path, out, config, log):
         footprint=astrometry.footprint(wcs, shape).tolist(),
         fov_deg=2 * astrometry.field_radius_deg(wcs, shape),
         wcs_source=wcs_source, astrometric_rms_arcsec=astrom_rms, n_astrometric_stars=n_astrom,
-        fwhm_px=fwhm, fwhm_arcsec=fwhm * scale, ellipticity=ellip,
+        fwhm_px=phot.fwhm, fwhm_arcsec=phot.fwhm * scale, ellipticity=ellipticity,
         zero_point=cal.zero_point, zero_point_err=cal.zero_point_err,
         colour_term=cal.colour_term, colour_term_err=cal.colour_term_err, colour_index="BP-RP",
         n_calibrators=cal.n_calibrators, calibration_rms=cal.rms,
-        aperture_radii_arcsec=[r * scale for r in radii], calibration_radius_arcsec=r_cal * scale,
-        aperture_correction=apcor, aperture_correction_err=apcor_err, psf_aperture_correction=apcor_psf,
-        limiting_mag_5sigma=lim, background_adu=float(np.median(bkg.level)), background_rms_adu=bkg.global_rms,
-        n_sources=len(sources), n_reference_stars=len(ref), refcat=config.refcat.get("kind"),
+        aperture_radii_arcsec=[r * scale for r in phot.radii], calibration_radius_arcsec=phot.r_cal * scale,
+        aperture_correction=phot.apcor, aperture_correction_err=phot.apcor_err,
+        psf_aperture_correction=phot.apcor_psf,
+        limiting_mag_5sigma=lim, background_adu=float(np.median(det.background.level)),
+        background_rms_adu=det.background.global_rms,
+        n_sources=n_sources, n_reference_stars=n_ref, refcat=config.refcat.get("kind"),
         warnings=list(warnings_out),
     )
+
+
+def _write_products(out, frame, wcs, summary, sources, cal, data_sub, log):
+    """Everything into out/.partial first, then moved into place."""
+    from . import products
     partial = out / ".partial"
     partial.mkdir()
     products.write_all(partial, frame, wcs, summary, sources, cal, data_sub, log)
     for item in partial.iterdir():
         item.replace(out / item.name)
     partial.rmdir()
-    log(f"done: {len(sources)} sources, ZP {cal.zero_point:.4f}, limit {lim:.2f}, FWHM {fwhm * scale:.2f} arcsec")
-    return Result(summary=summary, sources=sources, out_dir=out)
 
 
 def _gaia_crossmatch(ra, dec, ref, radius_arcsec, colour, gaia_id, gaia_sep):

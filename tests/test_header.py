@@ -69,3 +69,11 @@ def test_impossible_values_raise():
         _info(FILTER="OIII")
     with pytest.raises(HeaderError, match="Bayer"):
         _info(FILTER="RGGB")
+
+
+def test_seeing_guess_sizes_the_first_fwhm_when_stars_are_few():
+    from processing.detect import initial_fwhm
+    objs = np.zeros(3, dtype=[("a", "f8"), ("b", "f8"), ("flux", "f8")])
+    objs["a"], objs["b"], objs["flux"] = 10.0, 9.0, [5.0, 4.0, 3.0]   # blobs, not stars
+    assert initial_fwhm(objs, np.zeros(3, bool), seeing_px=2.5) == 2.5
+    assert initial_fwhm(objs, np.zeros(3, bool)) == pytest.approx(2.3548 * np.sqrt(0.5 * (100 + 81)))
