@@ -59,13 +59,13 @@ def _binned2(image):
 
 def estimate_background(data, mask, box=64):
     """Two passes: sources found on a first background are masked (ellipses
-    enlarged 3x) before the final background and RMS maps.  The first-pass
-    detection runs on a 2x2-binned image: it only has to find where the
-    sources are, at a quarter of the cost."""
-    first = sep.Background(data, mask=mask, bw=box, bh=box, fw=3, fh=3)
-    binned = np.ascontiguousarray(_binned2(data - first), dtype=np.float32)
+    enlarged 3x) before the final background and RMS maps.  The first pass
+    (background and detection) runs on a 2x2-binned image: it only has to
+    find where the sources are, at a quarter of the cost."""
+    binned = np.ascontiguousarray(_binned2(data), dtype=np.float32)
     binned_mask = _binned2(mask.astype(np.float32)) > 0
-    objs = sep.extract(binned, 5.0, err=0.5 * first.globalrms, mask=binned_mask, minarea=3,
+    first = sep.Background(binned, mask=binned_mask, bw=box // 2, bh=box // 2, fw=3, fh=3)
+    objs = sep.extract(binned - first, 5.0, err=first.globalrms, mask=binned_mask, minarea=3,
                        deblend_cont=1.0)
     src_mask = np.zeros(data.shape, dtype=bool)
     sep.mask_ellipse(src_mask, 2 * objs["x"] + 0.5, 2 * objs["y"] + 0.5, 2 * objs["a"], 2 * objs["b"],
