@@ -61,6 +61,7 @@ deploy: postgres
 	dachs imp //obscore
 	dachs imp //uws enable_useruws
 	dachs imp rapas/q
+	dachs imp -m rapas/q
 	dachs pub rapas/q
 
 serve: deploy
