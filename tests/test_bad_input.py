@@ -9,7 +9,7 @@ import pytest
 from astropy.io import fits
 
 from processing.config import Config
-from processing.errors import (AstrometryError, CalibrationError, HeaderError, InputError,
+from processing.errors import (AstrometryError, CalibrationError, CatalogueError, HeaderError, InputError,
                                NoStarsError)
 from processing.pipeline import reduce
 from processing.simulate import simulate_frame
@@ -127,3 +127,23 @@ def test_cli_exit_code_and_one_line(tmp_path):
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert lines == [f"rapas-reduce: bad.fits is not a readable FITS file ({lines[0].split('(', 1)[1]}"]
     assert "Traceback" not in run.stderr
+
+
+def test_unreachable_reference_catalogue_is_a_clear_error(tmp_path, small_sim):
+    """The real TAP client, pointed at a local port where nothing listens."""
+    import socket
+    import time
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    image = small_sim.write(tmp_path / "img.fits")
+    config = Config(refcat={"kind": "tap", "url": f"http://127.0.0.1:{port}/tap",
+                            "table": "gaiadr3.gaia_source", "timeout": 5})
+    start = time.monotonic()
+    with pytest.raises(CatalogueError) as info:
+        reduce(image, tmp_path / "out", config)
+    assert time.monotonic() - start < 30
+    message = str(info.value)
+    assert message.startswith("reference catalogue gaiadr3.gaia_source at http://127.0.0.1:")
+    assert "connection refused" in message and len(message) < 200, message
+    assert not (tmp_path / "out" / "summary.json").exists()
