@@ -51,10 +51,19 @@ def build_masks(data, nan_mask, saturate, border_px, cosmic_rays=False, gain=1.0
     return bad, saturated
 
 
+def _size_sep_buffers(image):
+    """sep's object-pixel stack must hold a crowded frame (a quarter of it)."""
+    sep.set_extract_pixstack(max(300000, image.size // 4))
+    sep.set_sub_object_limit(4096)
+
+
 def _binned2(image):
     """2x2 block mean (odd last row/column dropped)."""
     h, w = (image.shape[0] // 2) * 2, (image.shape[1] // 2) * 2
     return image[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+
+
+MAX_MASKED_FRACTION = 0.5   # a source mask larger than this is not trusted
 
 
 def estimate_background(data, mask, box=64):
@@ -62,6 +71,7 @@ def estimate_background(data, mask, box=64):
     enlarged 3x) before the final background and RMS maps.  The first pass
     (background and detection) runs on a 2x2-binned image: it only has to
     find where the sources are, at a quarter of the cost."""
+    _size_sep_buffers(data)
     binned = np.ascontiguousarray(_binned2(data), dtype=np.float32)
     binned_mask = _binned2(mask.astype(np.float32)) > 0
     first = sep.Background(binned, mask=binned_mask, bw=box // 2, bh=box // 2, fw=3, fh=3)
@@ -70,6 +80,10 @@ def estimate_background(data, mask, box=64):
     src_mask = np.zeros(data.shape, dtype=bool)
     sep.mask_ellipse(src_mask, 2 * objs["x"] + 0.5, 2 * objs["y"] + 0.5, 2 * objs["a"], 2 * objs["b"],
                      objs["theta"], r=3.0 * 3)
+    if src_mask.mean() > MAX_MASKED_FRACTION:
+        # Binning hid noise the full frame has (a raw colour mosaic, fixed
+        # pattern): "sources" everywhere.  Rely on sep's clipping per box.
+        src_mask[:] = False
     final = sep.Background(data, mask=mask | src_mask, bw=box, bh=box, fw=3, fh=3)
     return Background(level=final.back(), rms=final.rms(), global_rms=float(final.globalrms))
 
@@ -81,8 +95,7 @@ def detect_sources(data_sub, background, mask, sigma, gain, minarea=5):
     """sep extraction with deblending; raises ``NoStarsError`` unless at
     least ``MIN_STARS`` sources reach S/N 10 (noise peaks of a blank frame
     pass a 3-sigma threshold, real stars pass this one)."""
-    sep.set_extract_pixstack(max(300000, data_sub.size // 4))
-    sep.set_sub_object_limit(4096)
+    _size_sep_buffers(data_sub)
     objs = sep.extract(data_sub, sigma, err=background.rms, mask=mask, minarea=minarea,
                        deblend_nthresh=32, deblend_cont=0.005, clean=True)
     good = (objs["flux"] > 0) & (objs["a"] > 0.3)
