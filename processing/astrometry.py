@@ -14,7 +14,7 @@ from astropy.table import Table
 from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import fit_wcs_from_points, proj_plane_pixel_scales
 
-from .errors import AstrometryError
+from .errors import AstrometryError, one_line
 
 MIN_PIXSCALE, MAX_PIXSCALE = 0.03, 120.0     # arcsec/pixel considered plausible
 
@@ -48,7 +48,7 @@ def header_wcs(header, shape):
         try:
             wcs = WCS(header, relax=True)
         except Exception as exc:        # astropy raises many types for broken WCS keywords
-            return None, f"header WCS unreadable ({' '.join(str(exc).split())[:120]})"
+            return None, f"header WCS unreadable ({one_line(exc, 120)})"
     if not wcs.has_celestial or wcs.naxis < 2:
         return None, "no WCS in header"
     wcs = wcs.celestial if wcs.naxis > 2 else wcs
@@ -193,6 +193,11 @@ def footprint(wcs, shape):
     if np.linalg.det(wcs.celestial.pixel_scale_matrix) > 0:   # mirrored parity
         ra, dec = ra[::-1], dec[::-1]
     return np.column_stack([ra, dec])
+
+
+def frame_centre(wcs, shape):
+    """Sky position of the centre of a frame of ``shape`` (numpy order)."""
+    return wcs.pixel_to_world(0.5 * (shape[1] - 1), 0.5 * (shape[0] - 1))
 
 
 def field_radius_deg(wcs, shape):

@@ -6,13 +6,19 @@ line, no traceback, saying what is wrong and, where possible, what to do.
 """
 
 
+def one_line(text, limit=None):
+    """``text`` (or an exception) with its whitespace collapsed, cut at ``limit``."""
+    flat = " ".join(str(text).split())
+    return flat[:limit] if limit else flat
+
+
 class PipelineError(Exception):
     """Base of all errors the pipeline raises deliberately."""
 
     stage = "pipeline"
 
     def __str__(self):
-        return " ".join(str(self.args[0]).split()) if self.args else self.stage
+        return one_line(self.args[0]) if self.args else self.stage
 
 
 class InputError(PipelineError):

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from astropy.io import fits
 
-from .errors import InputError
+from .errors import InputError, one_line
 
 
 @dataclass
@@ -67,7 +67,7 @@ def load_frame(path):
     except InputError:
         raise
     except (OSError, ValueError, TypeError, IndexError) as exc:
-        raise InputError(f"{_name(path)} is not a readable FITS file ({_short(exc)})") from exc
+        raise InputError(f"{_name(path)} is not a readable FITS file ({one_line(exc, 160)})") from exc
 
     data = np.squeeze(data)
     if data.ndim != 2:
@@ -133,6 +133,3 @@ def _overscan_and_trim(data, header, notes):
 def _name(path):
     return str(path).rsplit("/", 1)[-1]
 
-
-def _short(exc):
-    return " ".join(str(exc).split())[:160]

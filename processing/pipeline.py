@@ -164,7 +164,7 @@ def _run(image_path, out, config, log):
     x, y = detect.windowed_positions(det.data_sub, det.objs["x"], det.objs["y"], fwhm, det.bad)
 
     wcs, wcs_source = _initial_wcs(header_wcs, wcs_problem, det, x, y, frame.header, info, config, log)
-    centre = wcs.pixel_to_world(0.5 * (shape[1] - 1), 0.5 * (shape[0] - 1))
+    centre = astrometry.frame_centre(wcs, shape)
     fill_airmass(info, centre)
     ref = _reference_stars(wcs, centre, shape, info, config, log)
     wcs, wcs_source, astrom_rms, n_astrom = _refine_wcs(wcs, wcs_source, det, x, y, fwhm, ref, info, config,
@@ -244,7 +244,7 @@ def _initial_wcs(wcs, problem, det, x, y, header, info, config, log):
     shape = det.data_sub.shape
     solved = astrometry.solve_blind(Table(dict(x=x, y=y, flux=objs["flux"], fluxerr=fluxerr)),
                                     shape, header, config, log)
-    centre = solved.pixel_to_world(0.5 * (shape[1] - 1), 0.5 * (shape[0] - 1))
+    centre = astrometry.frame_centre(solved, shape)
     log(f"solved: centre RA {centre.ra.deg:.5f} Dec {centre.dec.deg:.5f},"
         f" {astrometry.pixel_scale_arcsec(solved):.3f} arcsec/px")
     return solved, "solved"

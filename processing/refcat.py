@@ -11,7 +11,7 @@ import numpy as np
 import requests
 from astropy.table import Table
 
-from .errors import CatalogueError
+from .errors import CatalogueError, one_line
 
 COLUMNS = ("source_id", "ra", "dec", "pmra", "pmdec", "ref_epoch",
            "phot_g_mean_mag", "phot_bp_mean_mag", "phot_rp_mean_mag")
@@ -54,7 +54,7 @@ def read_file(path, ra, dec, radius_deg, max_mag):
     try:
         cat = Table.read(path)
     except (OSError, ValueError) as exc:
-        raise CatalogueError(f"cannot read reference catalogue {path}: {_short(exc)}") from exc
+        raise CatalogueError(f"cannot read reference catalogue {path}: {one_line(exc, 200)}") from exc
     cat = _normalise(cat)
     keep = _in_cone(cat["ra"], cat["dec"], ra, dec, radius_deg) & ~(cat["phot_g_mean_mag"] >= max_mag)
     return cat[keep]
@@ -131,12 +131,9 @@ def _reason(exc):
     build repeats the URL several times)."""
     while exc.__cause__ is not None or exc.__context__ is not None:
         exc = exc.__cause__ or exc.__context__
-    text = _short(exc)
+    text = one_line(exc, 200)
     for marker in ("Failed to resolve", "Connection refused", "timed out", "Read timed out"):
         if marker in text:
             return marker.lower() + " (" + type(exc).__name__ + ")"
     return text
 
-
-def _short(exc):
-    return " ".join(str(exc).split())[:200]
