@@ -19,7 +19,7 @@ BASE_PACKAGES := postgresql postgresql-15-pgsphere postgresql-15-q3c python3-ven
 DACHS_PACKAGES := gavodachs2-server astrometry.net astrometry-data-tycho2-07 astrometry-data-tycho2-08 \
 	astrometry-data-tycho2-09 astrometry-data-tycho2-10-19 source-extractor scamp psfex stilts
 
-.PHONY: install test bench deps postgres venv deploy demo serve urls demo-data clean
+.PHONY: install test bench deps postgres venv deploy demo serve urls demo-data refcat clean
 
 install: deps postgres venv deploy serve demo urls
 
@@ -55,6 +55,7 @@ deploy: postgres
 	test -e /etc/gavo.rc || sed "s/@NPROC@/$$(nproc)/" $(REPO)/inputs/rapas/etc/gavo.rc > /etc/gavo.rc
 	install -d -o gavo -g gavo $(RESDIR)/data
 	ln -sfn $(REPO)/rd/q.rd $(RESDIR)/q.rd
+	ln -sfn $(REPO)/rd/refcat.rd $(RESDIR)/refcat.rd
 	ln -sfn $(REPO)/inputs/rapas/res $(RESDIR)/res
 	@cache=$$($(DACHS_PY) -c "from gavo import base, utils; print(base.getConfig('cacheDir') + '/' + utils.defuseFileName('http://www.ivoa.net/rdf/uat'))"); \
 	  test -s $$cache || install -o gavo -g gavo -m 644 $(REPO)/inputs/rapas/res/vocabularies/uat.desise $$cache
@@ -89,6 +90,14 @@ test: deps postgres venv
 
 bench: venv
 	$(PY) -m processing.bench
+
+# Optional: serve local Gaia DR3 extracts (FITS tables with the ESA archive's
+# gaia_source columns, put in $(RESDIR)/refcat/gaia_source*.fits) as
+# gaiadr3.gaia_source on this archive's TAP, for calibration without internet:
+#   rapas-reduce ... --refcat tap:$(SERVER)/tap#gaiadr3.gaia_source
+refcat: deploy
+	install -d -o gavo -g gavo $(RESDIR)/refcat
+	dachs imp rapas/refcat
 
 # Regenerate the committed demo frame (reproducible: fixed seed).
 demo-data: venv

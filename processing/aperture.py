@@ -104,33 +104,16 @@ def instrumental_mag(flux, flux_err, exptime):
     return mag, err
 
 
-def aperture_correction(mag_from, mag_to, err, use):
-    """Correction that turns ``mag_from`` into ``mag_to`` (add it), with its error.
-
-    Inverse-variance weighted mean of (mag_to - mag_from) over the stars in
-    ``use`` after 3-sigma clipping; ``err`` is the error of each difference
-    (dominated by the sky noise of the larger aperture).
-    """
-    from astropy.stats import sigma_clip
-    diff = mag_to - mag_from
-    ok = use & np.isfinite(diff) & np.isfinite(err) & (err > 0)
-    if ok.sum() < 3:
-        return 0.0, np.nan, int(ok.sum())
-    clipped = sigma_clip(diff[ok], sigma=3.0, maxiters=5)
-    keep = ~np.ma.getmaskarray(clipped)
-    weights = 1.0 / err[ok][keep] ** 2
-    value = float(np.sum(weights * diff[ok][keep]) / np.sum(weights))
-    error = float(1.0 / np.sqrt(np.sum(weights)))
-    return value, error, int(keep.sum())
-
-
 def aperture_correction_map(mag_from, mag_to, err, use, x, y, shape, max_order=2):
     """Spatially varying correction from ``mag_from`` to ``mag_to``: a 2-D
-    polynomial in (x, y), weighted, with 3-sigma clipping.  The PSF changes
+    polynomial in (x, y), weighted (errors plus a fitted intrinsic scatter),
+    with 3-sigma clipping.  The PSF changes
     across a real field, and so does the flux fraction in a fixed aperture.
     The order drops to what the number of stars supports (10 per coefficient).
 
-    Returns (correction(x, y) -> mag, order, number of stars used).
+    Returns (correction(x, y) -> mag, error(x, y) -> mag, order, number of
+    stars used); the error comes from the fit's covariance with the
+    intrinsic scatter included.
     """
     diff = mag_to - mag_from
     ok = use & np.isfinite(diff) & np.isfinite(err) & (err > 0)
@@ -146,14 +129,30 @@ def aperture_correction_map(mag_from, mag_to, err, use, x, y, shape, max_order=2
     matrix = design(x, y)
     keep = ok.copy()
     coeffs = np.zeros(matrix.shape[1])
+    intrinsic = 0.0
     for _ in range(5):
         if keep.sum() < matrix.shape[1] + 2:
             break
-        weights = 1.0 / err[keep]
+        # photometric errors plus the star-to-star scatter the polynomial
+        # does not model (PSF changes on smaller scales): without it the few
+        # brightest stars, with tiny errors, would set the correction alone
+        sigma = np.sqrt(err ** 2 + intrinsic ** 2)
+        weights = 1.0 / sigma[keep]
         coeffs = np.linalg.lstsq(matrix[keep] * weights[:, None], diff[keep] * weights, rcond=None)[0]
-        resid = (diff - matrix @ coeffs) / err
-        new_keep = ok & (np.abs(resid) < 3.0 * max(1.0, np.std(resid[keep])))
+        resid = diff - matrix @ coeffs
+        intrinsic = float(np.sqrt(max(0.0, np.var(resid[keep]) - np.mean(err[keep] ** 2))))
+        new_keep = ok & (np.abs(resid) < 3.0 * np.sqrt(err ** 2 + intrinsic ** 2))
         if np.array_equal(new_keep, keep):
             break
         keep = new_keep
-    return (lambda xx, yy: design(xx, yy) @ coeffs), order, int(keep.sum())
+    sigma = np.sqrt(err ** 2 + intrinsic ** 2)[keep]
+    if keep.sum() >= matrix.shape[1]:
+        covariance = np.linalg.pinv((matrix[keep] / sigma[:, None] ** 2).T @ matrix[keep])
+    else:
+        covariance = np.full((matrix.shape[1],) * 2, np.nan)
+
+    def error(xx, yy):
+        rows = design(xx, yy)
+        return np.sqrt(np.einsum("ij,jk,ik->i", rows, covariance, rows))
+
+    return (lambda xx, yy: design(xx, yy) @ coeffs), error, order, int(keep.sum())

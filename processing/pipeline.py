@@ -19,6 +19,9 @@ from .logbook import Logbook
 LOG_NAME = "rapas.log"
 SUMMARY_NAME = "summary.json"
 ERROR_NAME = "error.json"
+#: S/N in the total-flux aperture for aperture-correction stars: enough stars
+#: for a spatial map matters more than the few brightest (they are weighted)
+APCOR_MIN_SNR = 30.0
 PRODUCT_NAMES = ("calibrated.fits", "sources.vot", "sources.fits", SUMMARY_NAME,
                  "zeropoint.png", "detections.png", "fwhm_map.png", "preview.png")
 
@@ -300,13 +303,15 @@ def _aperture_photometry(det, x, y, fwhm, info, config, shape, log):
     inst = {r: aperture.instrumental_mag(*fluxes[r], info.exptime) for r in fluxes}
     (m_cal, e_cal), (m_total, e_total) = inst[r_cal], inst[r_total]
     # stars for the correction: point-like, unflagged, alone within the big
-    # aperture and bright in it (its sky noise dominates the correction's error)
+    # aperture and measured in it (its sky noise dominates the correction's
+    # error; the fit weights each star by it)
     use = (det.point_like & (flags == 0) & detect.isolated(x, y, r_total + fwhm)
-           & (fluxes[r_total][0] / fluxes[r_total][1] > 100))
+           & (fluxes[r_total][0] / fluxes[r_total][1] > APCOR_MIN_SNR))
     err = np.hypot(e_total, e_cal)
-    correction, order, n_used = aperture.aperture_correction_map(m_cal, m_total, err, use, x, y, shape)
-    apcor = float(correction([0.5 * (shape[1] - 1)], [0.5 * (shape[0] - 1)])[0])
-    _, apcor_err, _ = aperture.aperture_correction(m_cal, m_total, err, use)
+    correction, correction_err, order, n_used = aperture.aperture_correction_map(
+        m_cal, m_total, err, use, x, y, shape)
+    centre = ([0.5 * (shape[1] - 1)], [0.5 * (shape[0] - 1)])
+    apcor, apcor_err = float(correction(*centre)[0]), float(correction_err(*centre)[0])
     log(f"apertures {', '.join(f'{r:.2f}' for r in radii)} px; calibration aperture {r_cal:.2f} px,"
         f" aperture correction to {r_total:.1f} px at the centre {apcor:+.4f} +/- {apcor_err:.4f} mag"
         f" (order-{order} map from {n_used} stars)")
@@ -326,8 +331,8 @@ def _psf_photometry(phot, det, epsf, info, shape, log):
     m_raw, e_psf = aperture.instrumental_mag(flux, flux_err, info.exptime)
     m_cal, e_cal = phot.inst[phot.r_cal]
     use = det.point_like & ok & (phot.flags == 0) & (phot.snr > 50)
-    correction, order, n_used = aperture.aperture_correction_map(m_raw, m_cal, np.hypot(e_psf, e_cal), use,
-                                                                 x, y, shape)
+    correction, _, order, n_used = aperture.aperture_correction_map(m_raw, m_cal, np.hypot(e_psf, e_cal),
+                                                                    use, x, y, shape)
     to_aperture = correction(x, y)
     phot.apcor_psf = float(np.median(to_aperture[use])) if n_used else np.nan
     phot.m_psf = np.where(ok, m_raw + to_aperture + (phot.m_inst - m_cal), np.nan)
@@ -391,7 +396,8 @@ def _summary(image_path, checksum, info, cal, phot, det, wcs, wcs_source, shape,
         fov_deg=2 * astrometry.field_radius_deg(wcs, shape),
         wcs_source=wcs_source, astrometric_rms_arcsec=astrom_rms, n_astrometric_stars=n_astrom,
         fwhm_px=phot.fwhm, fwhm_arcsec=phot.fwhm * scale, ellipticity=ellipticity,
-        zero_point=cal.zero_point, zero_point_err=cal.zero_point_err,
+        # the total-flux zero point carries the aperture correction's error too
+        zero_point=cal.zero_point, zero_point_err=float(np.hypot(cal.zero_point_err, phot.apcor_err)),
         colour_term=cal.colour_term, colour_term_err=cal.colour_term_err, colour_index="BP-RP",
         n_calibrators=cal.n_calibrators, calibration_rms=cal.rms,
         aperture_radii_arcsec=[r * scale for r in phot.radii], calibration_radius_arcsec=phot.r_cal * scale,

@@ -88,7 +88,8 @@ class DachsInstance:
 
     def _link_resource_directory(self):
         self.resdir.mkdir(parents=True, exist_ok=True)
-        for name, target in (("q.rd", REPO / "rd" / "q.rd"), ("res", REPO / "inputs" / "rapas" / "res")):
+        for name, target in (("q.rd", REPO / "rd" / "q.rd"), ("refcat.rd", REPO / "rd" / "refcat.rd"),
+                             ("res", REPO / "inputs" / "rapas" / "res")):
             link = self.resdir / name
             if not link.exists():
                 link.symlink_to(target)
@@ -140,6 +141,13 @@ class DachsInstance:
         return subprocess.run([DACHS_PYTHON, str(REPO / "inputs" / "rapas" / "res" / "ingest.py"),
                                *map(str, product_dirs)], env=self.env, check=check,
                               capture_output=True, text=True)
+
+    def load_reference_catalogue(self, path):
+        """Serve a Gaia-schema FITS table as gaiadr3.gaia_source ("make refcat")."""
+        (self.resdir / "refcat").mkdir(exist_ok=True)
+        shutil.copy(path, self.resdir / "refcat" / "gaia_source.fits")
+        self.dachs("imp", "rapas/refcat")
+        return f"{self.url}/tap"
 
     def sql(self, query):
         """Rows of a query run as the DaCHS admin role (for checks tests can't make over TAP)."""
