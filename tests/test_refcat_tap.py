@@ -50,9 +50,10 @@ def test_reduction_calibrated_over_tap_matches_the_file_and_the_truth(served):
     from_file = reduce(image, work / "file", Config(refcat={"kind": "file", "path": str(work / "gaia.fits")}))
     s, f = over_tap.summary, from_file.summary
     assert s["refcat"] == "tap" and s["n_calibrators"] >= 50
-    # the same calibration as from the file, to the last digit ...
-    assert s["zero_point"] == pytest.approx(f["zero_point"], abs=1e-9)
-    assert s["colour_term"] == pytest.approx(f["colour_term"], abs=1e-9)
+    # the same calibration as from the file (the table holds magnitudes as
+    # 32-bit reals, as the ESA archive does; the file has doubles) ...
+    assert s["zero_point"] == pytest.approx(f["zero_point"], abs=1e-5)
+    assert s["colour_term"] == pytest.approx(f["colour_term"], abs=1e-5)
     assert s["n_calibrators"] == f["n_calibrators"]
     # ... and a sane one.  (The 0.005 mag science tolerance is asserted on a
     # 2048x2048 frame in test_pipeline_truth; on this 1024x1024 frame the
