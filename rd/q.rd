@@ -430,9 +430,8 @@
         </setup>
         <code>
           job = getattr(inputTable, "job", None)
-          if job is None:
-            raise base.ValidationError("The reduction runs asynchronously:"
-              " create a UWS job at reduce/uws.xml", "image")
+          if job is None:      # the browser form: make it a UWS job
+            reducejob.submit_from_form(service, inputTable, queryMeta)
           return reducejob.run(job, inputTable, service)
         </code>
       </coreProc>

@@ -128,6 +128,24 @@ def _start_queued_jobs(service):
         pass
 
 
+def submit_from_form(service, inputTable, queryMeta):
+    """The browser form's path: a UWS job made from the form's fields (the
+    upload included), owned by the logged-in member (the service is limited
+    to the network's group, so DaCHS has authenticated the request), queued,
+    and the browser sent to the job's page."""
+    import io
+    from gavo import svcs
+    from gavo.protocols import uws
+    worker = service.getUWS()
+    params = {k: v for k, v in inputTable.getParamDict().items() if v is not None}
+    if "image" in params:
+        client_name, upload = params["image"]
+        params["image"] = (client_name, io.BytesIO(upload.read()))
+    job_id = worker.getNewIdFromArgs({}, params, user=queryMeta["user"])
+    worker.changeToPhase(job_id, uws.QUEUED)
+    raise svcs.SeeOther(worker.getURLForId(job_id))
+
+
 def run(job, inputTable, service):
     """The pythonCore's code: reduce, ingest, list results; returns None."""
     atexit.register(_start_queued_jobs, service)
