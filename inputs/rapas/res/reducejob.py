@@ -40,6 +40,10 @@ RESULTS = [  # name, media type (in the order clients list them)
     ("preview.png", "image/png"),
 ]
 LOG = "rapas.log"
+#: Jobs run side by side, one per core ([async] maxUserUWSRunningDefault);
+#: a BLAS or OpenMP pool per job on top oversubscribes the cores, and
+#: OpenBLAS's spinning threads then slow a 4-second reduction to minutes.
+SINGLE_THREADED = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 ARCHIVE = "archive.json"
 
 
@@ -81,7 +85,7 @@ def _run_pipeline(job, image, options):
     command = [REDUCE, str(image), "--out", str(wd), "--quiet", *options]
     with open(wd / "pipeline.stderr", "wb") as stderr:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr,
-                                   start_new_session=True, cwd=wd)
+                                   start_new_session=True, cwd=wd, env=dict(os.environ, **SINGLE_THREADED))
     limit = job.executionDuration or None
     try:
         return process.wait(timeout=limit)
