@@ -71,13 +71,11 @@ def local_sky(data_sub, x, y, r_in, r_out, exclude):
 def measure(data_sub, x, y, radii, rms, gain, bad, saturated, sky, n_annulus_nominal):
     """Fluxes, errors and flags for every radius (pixels).
 
-    Returns dict radius -> (flux, flux_err), and the per-source flags of the
-    calibration (first) radius combined over all radii.
+    Returns dict radius -> (flux, flux_err), and per-source flags.  The
+    apertures are concentric, so a masked, truncated or saturated pixel in
+    any of them is one in the largest: the flags come from that aperture.
     """
-    h, w = data_sub.shape
     results = {}
-    flags = np.zeros(x.size, dtype=np.int32)
-    saturated_f = saturated.astype(np.float32)
     sky_level = np.nan_to_num(sky.level)
     sky_var_per_pix = np.where(sky.npix > 0, sky.sigma ** 2 / np.maximum(sky.npix, 1), 0.0)
     for r in radii:
@@ -87,12 +85,14 @@ def measure(data_sub, x, y, radii, rms, gain, bad, saturated, sky, n_annulus_nom
         flux = flux - sky_level * area
         flux_err = np.sqrt(flux_err ** 2 + area ** 2 * np.nan_to_num(sky_var_per_pix))
         results[r] = (flux, flux_err)
-        flags |= np.where(sep_flag & sep.APER_HASMASKED, FLAG_MASKED, 0).astype(np.int32)
-        flags |= np.where(sep_flag & sep.APER_TRUNC, FLAG_EDGE, 0).astype(np.int32)
-        sat_sum, _, _ = sep.sum_circle(saturated_f, x, y, r, subpix=1)
-        flags |= np.where(sat_sum > 0, FLAG_SATURATED, 0).astype(np.int32)
-    flags |= np.where(sky.npix < 0.5 * n_annulus_nominal, FLAG_SKY_POOR, 0).astype(np.int32)
-    return results, flags
+        if r == max(radii):
+            outer_flag = sep_flag
+    saturated_sum, _, _ = sep.sum_circle(saturated.astype(np.float32), x, y, max(radii), subpix=1)
+    flags = (np.where(outer_flag & sep.APER_HASMASKED, FLAG_MASKED, 0)
+             | np.where(outer_flag & sep.APER_TRUNC, FLAG_EDGE, 0)
+             | np.where(saturated_sum > 0, FLAG_SATURATED, 0)
+             | np.where(sky.npix < 0.5 * n_annulus_nominal, FLAG_SKY_POOR, 0))
+    return results, flags.astype(np.int32)
 
 
 def instrumental_mag(flux, flux_err, exptime):
@@ -107,8 +107,8 @@ def instrumental_mag(flux, flux_err, exptime):
 def aperture_correction_map(mag_from, mag_to, err, use, x, y, shape, max_order=2):
     """Spatially varying correction from ``mag_from`` to ``mag_to``: a 2-D
     polynomial in (x, y), weighted (errors plus a fitted intrinsic scatter),
-    with 3-sigma clipping.  The PSF changes
-    across a real field, and so does the flux fraction in a fixed aperture.
+    with 3-sigma clipping.  The PSF changes across a real field, and so does
+    the flux fraction in a fixed aperture.
     The order drops to what the number of stars supports (10 per coefficient).
 
     Returns (correction(x, y) -> mag, error(x, y) -> mag, order, number of

@@ -169,9 +169,7 @@ def refine(wcs, x, y, cat, fwhm_px, sip_order, log):
         if new is None:
             raise AstrometryError("astrometric refinement failed: the WCS fit did not converge")
         current = new
-    ra, dec = current.all_pix2world(x[oidx], y[oidx], 0)
-    _, _, dist = nearest_match(ra, dec, cat_tab["RAJ2000"][cidx], cat_tab["DEJ2000"][cidx], narrow)
-    rms = float(np.sqrt(np.mean(dist ** 2)))
+    rms, _ = residual_rms(current, x[oidx], y[oidx], cat["ra"][cidx], cat["dec"][cidx], narrow)
     log(f"refined WCS: {len(oidx)} stars, RMS {rms:.3f} arcsec ({rms / scale:.3f} px), SIP order {sip_order}")
     return current, rms, len(oidx)
 

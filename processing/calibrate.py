@@ -6,6 +6,7 @@ m_inst = -2.5 log10(flux_total / EXPTIME) and ZP(x, y) is a polynomial of
 order ``zp_spatial_order``.  Reported ``zero_point`` is ZP at the frame centre.
 No fitted value is rounded.
 """
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,11 +59,9 @@ def calibrate(x, y, ra, dec, mag, magerr, flags, refcat, band, config, match_rad
     if n_clean < MIN_CALIBRATORS:
         raise CalibrationError(_no_calibrators(n_matched, n_clean, match_radius_arcsec, config))
     # a spatial zero-point term only with 10 clean calibrators per coefficient
-    order = config.zp_spatial_order
-    while order > 0 and n_clean < 10 * (order + 1) * (order + 2) // 2:
-        order -= 1
-    spatial = order
-    import warnings
+    spatial = config.zp_spatial_order
+    while spatial > 0 and n_clean < 10 * (spatial + 1) * (spatial + 2) // 2:
+        spatial -= 1
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = match(
@@ -82,14 +81,14 @@ def calibrate(x, y, ra, dec, mag, magerr, flags, refcat, band, config, match_rad
     zp_err = float(np.atleast_1d(result["zero_fn"](np.array([xc]), np.array([yc]), get_err=True))[0])
     cterm = float(np.atleast_1d(result["color_term"])[0]) if use_colour else 0.0
     cterm_err = float(np.atleast_1d(result["color_term_err"])[0]) if use_colour and result.get("color_term_err") is not None else 0.0
-    resid = (result["zero"] - result["zero_model"])[result["idx"]]
+    rms = float(mad_std((result["zero"] - result["zero_model"])[result["idx"]]))
     median_colour = float(np.median(result["color"][result["idx"]])) if use_colour else 0.0
     log(f"zero point {zp:.4f} +/- {zp_err:.4f} mag, colour term {cterm:.4f} +/- {cterm_err:.4f},"
-        f" {n_used} calibrators, rms {mad_std(resid):.3f} mag, spatial order {spatial}")
+        f" {n_used} calibrators, rms {rms:.3f} mag, spatial order {spatial}")
     # map the fit's object indices (over good_obj) back to all sources
     result["oidx_all"] = np.flatnonzero(good_obj)[result["oidx"]]
     result["cidx_all"] = np.flatnonzero(usable)[result["cidx"]]
-    return Calibration(zp, zp_err, cterm, cterm_err, n_used, float(mad_std(resid)), band.gaia_band,
+    return Calibration(zp, zp_err, cterm, cterm_err, n_used, rms, band.gaia_band,
                        median_colour, result)
 
 

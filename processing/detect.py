@@ -91,6 +91,12 @@ def estimate_background(data, mask, box=64):
 MIN_STARS = 5          # sources with S/N > 10 needed to call the frame usable
 
 
+def flux_error(objs, background, gain):
+    """Error (ADU) of sep's isophotal fluxes: source photons and the
+    background noise over the object's pixels."""
+    return np.sqrt(np.abs(objs["flux"]) / gain + objs["npix"] * background.global_rms ** 2)
+
+
 def detect_sources(data_sub, background, mask, sigma, gain, minarea=5):
     """sep extraction with deblending; raises ``NoStarsError`` unless at
     least ``MIN_STARS`` sources reach S/N 10 (noise peaks of a blank frame
@@ -100,7 +106,7 @@ def detect_sources(data_sub, background, mask, sigma, gain, minarea=5):
                        deblend_nthresh=32, deblend_cont=0.005, clean=True)
     good = (objs["flux"] > 0) & (objs["a"] > 0.3)
     objs = objs[good]
-    snr = objs["flux"] / np.sqrt(objs["npix"] * background.global_rms ** 2 + objs["flux"] / gain)
+    snr = objs["flux"] / flux_error(objs, background, gain)
     n_bright = int(np.sum(snr > 10))
     if n_bright < MIN_STARS:
         raise NoStarsError(f"no stars: {n_bright} sources with S/N > 10 ({len(objs)} above {sigma:g} sigma);"

@@ -1,5 +1,6 @@
 """``reduce``: the pipeline's one entry point (a path and a config in, a result out)."""
 import hashlib
+import json
 import shutil
 import traceback
 from dataclasses import dataclass
@@ -61,7 +62,6 @@ def reduce(image_path, out_dir, config=None, echo=False):
     On failure the log and ``error.json`` (stage, message) are left, and no
     product; on success ``summary.json`` is written last.
     """
-    import json
     config = config or Config()
     image_path, out = Path(image_path), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,7 +89,6 @@ def reduce(image_path, out_dir, config=None, echo=False):
 
 
 def _fail(out, log, exc):
-    import json
     log(f"ERROR: {exc}")
     log.close()
     shutil.rmtree(out / ".partial", ignore_errors=True)
@@ -243,7 +242,7 @@ def _initial_wcs(wcs, problem, det, x, y, header, info, config, log):
         raise AstrometryError(f"{problem} and plate solving is disabled")
     log(problem or "plate solving forced")
     objs = det.objs
-    fluxerr = np.sqrt(np.abs(objs["flux"]) / info.gain + objs["npix"] * det.background.global_rms ** 2)
+    fluxerr = detect.flux_error(objs, det.background, info.gain)
     shape = det.data_sub.shape
     solved = astrometry.solve_blind(Table(dict(x=x, y=y, flux=objs["flux"], fluxerr=fluxerr)),
                                     shape, header, config, log)
