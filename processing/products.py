@@ -36,6 +36,17 @@ SOURCE_COLUMNS = {
     "gaia_source_id": (None, "meta.id.cross", "Gaia DR3 source_id of the nearest match (0 if none)"),
     "gaia_sep": (u.arcsec, "pos.angDistance", "Distance to the matched Gaia star"),
     "gaia_bp_rp": (u.mag, "phot.color;em.opt.B;em.opt.R", "Gaia BP-RP colour of the matched star"),
+    "simbad_id": (None, "meta.id.cross", "SIMBAD main identifier of the one-to-one match (empty if none)"),
+    "simbad_otype": (None, "src.class", "SIMBAD object type of the match"),
+    "vsx_name": (None, "meta.id.cross", "AAVSO VSX name of the matched variable star"),
+    "vsx_type": (None, "src.class;src.var", "VSX variability type"),
+    "vsx_period": (u.day, "time.period;src.var", "VSX period"),
+    "milliquas_name": (None, "meta.id.cross", "Milliquas name of the matched quasar or AGN"),
+    "milliquas_type": (None, "src.class", "Milliquas classification (Q, A, B, K, N, ...)"),
+    "milliquas_z": (None, "src.redshift", "Milliquas redshift"),
+    "skybot_name": (None, "meta.id.cross", "Known solar-system body at this position and epoch (SkyBoT)"),
+    "skybot_class": (None, "src.class", "SkyBoT dynamical class of the body"),
+    "colibri_name": (None, "meta.id.cross", "Astro-COLIBRI transient or alert at this position"),
 }
 
 

@@ -29,6 +29,7 @@ class SimulatedFrame:
     header: fits.Header        # what the observer would submit
     truth: Table               # one row per star: catalogue columns + x, y, flux_adu
     catalogue: Table           # Gaia-schema reference catalogue at epoch 2016.0
+    extras: Table              # point sources on the image but not in the catalogue
     true_wcs: WCS
     params: dict               # zero_point, colour_term, fwhm_px, beta, sky_adu, gain, ...
 
@@ -155,12 +156,15 @@ def simulate_frame(
     fwhm_px=3.2, fwhm_gradient=0.08, beta=3.5, saturate=60000.0, mag_range=(13.0, 22.0),
     colour_range=(0.2, 2.8), n_hot_pixels=30, n_cosmic_rays=15, proper_motion_mas=8.0,
     real_bright_stars=False, header_wcs="true", wcs_offset_arcsec=0.0, wcs_rotation_deg=0.0,
-    date_obs="2026-03-14T21:05:00", stamp_fwhm=7.0, subsample=3, noise_seed=None,
+    date_obs="2026-03-14T21:05:00", stamp_fwhm=7.0, subsample=3, noise_seed=None, extra_sources=(),
 ):
     """Render one frame; see the module docstring.  ``header_wcs`` is 'true'
     (exact, with SIP), 'perturbed' (offset/rotated, no SIP) or 'none'.
     ``seed`` draws the sky (stars, WCS truth); ``noise_seed``, when given,
-    draws the noise and defects, so several exposures of one sky differ."""
+    draws the noise and defects, so several exposures of one sky differ.
+    ``extra_sources``: (x, y, mag) point sources that are not in the Gaia
+    catalogue (a minor planet, a transient), at colour 0; their positions
+    are in ``SimulatedFrame.extras``."""
     rng = np.random.default_rng(seed)
     h, w = shape
     band_obj = canonical_band(band)
@@ -193,12 +197,15 @@ def simulate_frame(
                   gain=gain, rdnoise=rdnoise, exptime=exptime, saturate=saturate,
                   pixscale_arcsec=pixscale, band=band_obj.name, seed=seed)
     frame = SimulatedFrame(image=np.zeros(shape, np.float32), header=fits.Header(), truth=None,
-                           catalogue=catalogue, true_wcs=wcs, params=params)
+                           catalogue=catalogue, extras=_extras(extra_sources, wcs, zero_point, exptime),
+                           true_wcs=wcs, params=params)
 
     yy, xx = np.mgrid[0:h, 0:w]
     sky = frame.sky_at(xx, yy).astype(np.float64)
     del xx, yy
-    stars_adu = _render_stars(frame, stars["x"], stars["y"], flux, stamp_fwhm, subsample)
+    stars_adu = _render_stars(frame, np.concatenate([stars["x"], frame.extras["x"]]),
+                              np.concatenate([stars["y"], frame.extras["y"]]),
+                              np.concatenate([flux, frame.extras["flux_adu"]]), stamp_fwhm, subsample)
     noise = rng if noise_seed is None else np.random.default_rng(noise_seed)
     electrons = noise.poisson(np.clip((sky + stars_adu) * gain, 0, None)).astype(np.float64)
     electrons += noise.normal(0.0, rdnoise, shape)
@@ -222,6 +229,15 @@ def simulate_frame(
     frame.header = _make_header(frame, wcs, header_wcs, wcs_offset_arcsec, wcs_rotation_deg,
                                 date_obs, band_obj.name)
     return frame
+
+
+def _extras(extra_sources, wcs, zero_point, exptime):
+    """Table of the non-catalogue sources: x, y (0-based), ra, dec, mag, flux_adu."""
+    x, y, mag = (np.array(v, dtype=float) for v in zip(*extra_sources)) if len(extra_sources) else \
+        (np.array([]),) * 3
+    ra, dec = wcs.all_pix2world(x, y, 0) if len(x) else (np.array([]), np.array([]))
+    return Table(dict(x=x, y=y, ra=ra, dec=dec, mag=mag,
+                      flux_adu=10 ** (-0.4 * (mag - zero_point)) * exptime))
 
 
 def _add_real_stars(stars, source_id, wcs, shape, rng, colour_range):
