@@ -56,11 +56,16 @@ deploy: postgres
 	install -d -o gavo -g gavo $(RESDIR)/data
 	ln -sfn $(REPO)/rd/q.rd $(RESDIR)/q.rd
 	ln -sfn $(REPO)/rd/refcat.rd $(RESDIR)/refcat.rd
+	ln -sfn $(REPO)/rd/localcat.rd $(RESDIR)/localcat.rd
 	ln -sfn $(REPO)/inputs/rapas/res $(RESDIR)/res
 	@cache=$$($(DACHS_PY) -c "from gavo import base, utils; print(base.getConfig('cacheDir') + '/' + utils.defuseFileName('http://www.ivoa.net/rdf/uat'))"); \
 	  test -s $$cache || install -o gavo -g gavo -m 644 $(REPO)/inputs/rapas/res/vocabularies/uat.desise $$cache
 	dachs imp //obscore
 	dachs imp //uws enable_useruws
+	@# tables of an older RD are rebuilt from the product files on disk
+	@if dachs val -c rapas/q 2>&1 | grep -q "No matches in DB\|mismatching"; then \
+	  echo "rapas/q: the tables differ from the RD; re-creating them from $(RESDIR)/data"; \
+	  dachs drop rapas/q; fi
 	dachs imp rapas/q
 	dachs imp -m rapas/q
 	dachs pub rapas/q
@@ -91,13 +96,21 @@ test: deps postgres venv
 bench: venv
 	$(PY) -m processing.bench
 
-# Optional: serve local Gaia DR3 extracts (FITS tables with the ESA archive's
-# gaia_source columns, put in $(RESDIR)/refcat/gaia_source*.fits) as
-# gaiadr3.gaia_source on this archive's TAP, for calibration without internet:
-#   rapas-reduce ... --refcat tap:$(SERVER)/tap#gaiadr3.gaia_source
+# Optional: serve local catalogue extracts from $(RESDIR)/refcat/ on this
+# archive's TAP, for calibration and enrichment without internet (FITS tables
+# with the services' own column names):
+#   gaia_source*.fits  -> gaiadr3.gaia_source  (ESA gaiadr3.gaia_source columns)
+#   simbad_basic*.fits -> localcat.basic       (SIMBAD basic: main_id, ra, dec, otype)
+#   vsx*.fits          -> localcat.vsx         (VizieR B/vsx/vsx: Name, RAJ2000, DEJ2000, Type, Period)
+#   milliquas*.fits    -> localcat.milliquas   (VizieR VII/294: Name, RAJ2000, DEJ2000, Type, Rmag, z)
+# and install a site configuration that points the pipeline at them
+# ($(RESDIR)/rapas.toml, read by reduction jobs; see README).
 refcat: deploy
 	install -d -o gavo -g gavo $(RESDIR)/refcat
 	dachs imp rapas/refcat
+	dachs imp rapas/localcat
+	test -e $(RESDIR)/rapas.toml || install -o gavo -g gavo -m 644 $(REPO)/inputs/rapas/etc/rapas-local.toml $(RESDIR)/rapas.toml
+	install -d -o gavo -g gavo /var/gavo/cache/rapas
 
 # Regenerate the committed demo frame (reproducible: fixed seed).
 demo-data: venv

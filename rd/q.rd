@@ -105,6 +105,53 @@
       verbLevel="25" description="SHA-256 of the submitted file"/>
     <column name="warnings" type="text" ucd="meta.note" tablehead="Warnings"
       verbLevel="25" description="Pipeline warnings (defaults used, steps skipped), one per line"/>
+    <column name="enrichment_missing" type="text" ucd="meta.note" tablehead="Enrichment missing"
+      verbLevel="15" description="Catalogue services that were unavailable when the sources were
+        cross-identified (comma-separated: simbad, vsx, milliquas, skybot, colibri); NULL when
+        all answered.  Such images can be enriched again (rapas-enrich)."/>
+    <column name="n_notable" type="integer" ucd="meta.number;src" tablehead="N notable"
+      verbLevel="10" description="Notable objects in the field (rapas.notable: variables, quasars,
+        minor planets, alert transients)">
+      <values nullLiteral="-1"/>
+    </column>
+  </table>
+
+  <table id="notable" onDisk="True" adql="True" mixin="//scs#pgs-pos-index">
+    <meta name="description">Notable objects in the field of each RAPAS
+      image: known variable stars (VSX) and quasars (Milliquas) matched to a
+      source, solar-system bodies in the field at mid-exposure (SkyBoT) and
+      transients or alerts under follow-up (Astro-COLIBRI), whether detected
+      or not.  Join with rapas.images on obs_id, with rapas.sources on
+      source_id.</meta>
+    <foreignKey inTable="images" source="obs_id" dest="obs_id"/>
+    <index columns="obs_id"/>
+    <column name="obs_id" type="text" required="True" ucd="meta.id;obs"
+      tablehead="Obs. id" verbLevel="1" description="Image whose field holds the object"/>
+    <column name="catalogue" type="text" required="True" ucd="meta.ref"
+      tablehead="Catalogue" verbLevel="1" description="Where it comes from: vsx, milliquas, skybot or colibri"/>
+    <column name="name" type="text" required="True" ucd="meta.id;meta.main"
+      tablehead="Name" verbLevel="1" description="The object's name in that catalogue"/>
+    <column name="kind" type="text" ucd="src.class" tablehead="Kind" verbLevel="1"
+      description="variable star, quasar, minor planet, comet or transient"/>
+    <column name="object_type" type="text" ucd="src.class" tablehead="Type" verbLevel="5"
+      description="The catalogue's own type or class"/>
+    <column name="ra" type="double precision" unit="deg" ucd="pos.eq.ra;meta.main"
+      tablehead="RA" verbLevel="1" required="True"
+      description="Right ascension (ICRS) from the catalogue (for SkyBoT: at mid-exposure, topocentric when the site is known)"/>
+    <column name="dec" type="double precision" unit="deg" ucd="pos.eq.dec;meta.main"
+      tablehead="Dec" verbLevel="1" required="True" description="Declination (ICRS), as ra"/>
+    <column name="mag" type="real" unit="mag" ucd="phot.mag" tablehead="Mag" verbLevel="10"
+      description="Catalogue magnitude (SkyBoT V, Milliquas R)"/>
+    <column name="redshift" type="real" ucd="src.redshift" tablehead="z" verbLevel="10"
+      description="Redshift (Milliquas)"/>
+    <column name="error_radius" type="real" unit="arcsec" ucd="stat.error;pos"
+      tablehead="Pos. error" verbLevel="15" description="Position error (SkyBoT ephemeris, alert error circle)"/>
+    <column name="event_time" type="text" ucd="time.epoch" tablehead="Event time" verbLevel="15"
+      description="Time of the alert (Astro-COLIBRI), ISO 8601 UTC"/>
+    <column name="source_id" type="text" ucd="meta.id.cross" tablehead="Source" verbLevel="5"
+      description="The matched RAPAS source (rapas.sources.source_id), NULL if none"/>
+    <column name="separation" type="real" unit="arcsec" ucd="pos.angDistance"
+      tablehead="Sep." verbLevel="15" description="Distance to the matched source"/>
   </table>
 
   <table id="sources" onDisk="True" adql="True" mixin="//scs#pgs-pos-index">
@@ -168,13 +215,27 @@
     <column name="gaia_bp_rp" type="real" unit="mag" ucd="phot.color;em.opt.B;em.opt.R"
       tablehead="BP-RP" verbLevel="15" description="Gaia BP-RP colour of the match"/>
     <column name="simbad_id" type="text" ucd="meta.id.cross" tablehead="SIMBAD"
-      verbLevel="20" description="SIMBAD main identifier of the match (catalogue enrichment)"/>
+      verbLevel="10" description="SIMBAD main identifier of the one-to-one match, NULL if none or not queried"/>
+    <column name="simbad_otype" type="text" ucd="src.class" tablehead="SIMBAD type"
+      verbLevel="15" description="SIMBAD object type of the match"/>
     <column name="vsx_name" type="text" ucd="meta.id.cross" tablehead="VSX"
-      verbLevel="20" description="AAVSO VSX variable-star name of the match"/>
+      verbLevel="10" description="AAVSO VSX name of the matched variable star"/>
+    <column name="vsx_type" type="text" ucd="src.class;src.var" tablehead="VSX type"
+      verbLevel="15" description="VSX variability type"/>
+    <column name="vsx_period" type="double precision" unit="d" ucd="time.period;src.var"
+      tablehead="VSX period" verbLevel="20" description="VSX period"/>
     <column name="milliquas_name" type="text" ucd="meta.id.cross" tablehead="Milliquas"
-      verbLevel="20" description="Milliquas quasar name of the match"/>
+      verbLevel="10" description="Milliquas name of the matched quasar or AGN"/>
+    <column name="milliquas_type" type="text" ucd="src.class" tablehead="Milliquas type"
+      verbLevel="20" description="Milliquas classification (Q quasar, A AGN, B BL Lac, ...)"/>
+    <column name="milliquas_z" type="real" ucd="src.redshift" tablehead="z"
+      verbLevel="15" description="Milliquas redshift"/>
     <column name="skybot_name" type="text" ucd="meta.id.cross" tablehead="SkyBoT"
-      verbLevel="20" description="Minor planet at this position and epoch (SkyBoT)"/>
+      verbLevel="10" description="Known solar-system body at this position at mid-exposure (SkyBoT)"/>
+    <column name="skybot_class" type="text" ucd="src.class" tablehead="SkyBoT class"
+      verbLevel="20" description="SkyBoT dynamical class of the body"/>
+    <column name="colibri_name" type="text" ucd="meta.id.cross" tablehead="Transient"
+      verbLevel="10" description="Astro-COLIBRI transient or alert at this position"/>
   </table>
 
   <!-- Frames come in one at a time through res/ingest.py (one transaction
@@ -235,6 +296,8 @@
               value = s.get(key)
               result[dest] = None if isinstance(value, float) and value != value else value
             result["warnings"] = "\n".join(s.get("warnings") or []) or None
+            result["enrichment_missing"] = ",".join(s.get("enrichment_missing") or []) or None
+            result["n_notable"] = len(s.get("notable_objects") or [])
           </code>
         </apply>
       </rowmaker>
@@ -258,12 +321,57 @@
         <map key="obs_id">@obs_id</map>
         <map key="source_id">"%s-%06d" % (@obs_id, @source_num)</map>
         <map key="gaia_source_id">@gaia_source_id if @gaia_source_id else None</map>
+        <LOOP listItems="simbad_id simbad_otype vsx_name vsx_type milliquas_name milliquas_type
+            skybot_name skybot_class colibri_name">
+          <events>
+            <map key="\item">(@\item or "").strip() or None</map>
+          </events>
+        </LOOP>
         <LOOP listItems="gaia_sep gaia_bp_rp mag_psf mag_psf_err mag_cal mag_cal_err mag_inst mag_inst_err
-            mag_ap1 mag_ap1_err mag_ap2 mag_ap2_err mag_ap3 mag_ap3_err mag_ap4 mag_ap4_err fwhm ellipticity snr">
+            mag_ap1 mag_ap1_err mag_ap2 mag_ap2_err mag_ap3 mag_ap3_err mag_ap4 mag_ap4_err fwhm ellipticity snr
+            vsx_period milliquas_z">
           <events>
             <map key="\item">None if @\item != @\item else float(@\item)</map>
           </events>
         </LOOP>
+      </rowmaker>
+    </make>
+  </data>
+
+  <data id="import_notable" updating="True">
+    <sources pattern="data/*/summary.json">
+      <ignoreSources fromdb="SELECT DISTINCT 'rapas/data/' || obs_id || '/summary.json' FROM rapas.notable"/>
+    </sources>
+    <embeddedGrammar>
+      <iterator>
+        <code>
+          import json, os
+          obsId = os.path.basename(os.path.dirname(self.sourceToken))
+          with open(self.sourceToken) as f:
+            summary = json.load(f)
+          for item in summary.get("notable_objects") or []:
+            row = dict(item, obs_id=obsId)
+            if item.get("source_num"):
+              row["source_id"] = "%s-%06d" % (obsId, item["source_num"])
+            yield row
+        </code>
+      </iterator>
+    </embeddedGrammar>
+    <make table="notable">
+      <rowmaker>
+        <map key="obs_id">@obs_id</map>
+        <map key="catalogue">@catalogue</map>
+        <map key="name">@name</map>
+        <map key="ra">@ra</map>
+        <map key="dec">@dec</map>
+        <map key="kind">@kind</map>
+        <map key="object_type" nullExpr="''">@object_type</map>
+        <map key="mag" nullExcs="KeyError">@mag</map>
+        <map key="redshift" nullExcs="KeyError">@redshift</map>
+        <map key="error_radius" nullExcs="KeyError">@error_arcsec</map>
+        <map key="event_time" nullExcs="KeyError">@event_time</map>
+        <map key="source_id" nullExcs="KeyError">@source_id</map>
+        <map key="separation" nullExcs="KeyError">@separation_arcsec</map>
       </rowmaker>
     </make>
   </data>

@@ -9,9 +9,9 @@ The product directory is what ``rapas-reduce`` wrote (calibrated.fits,
 sources.fits, summary.json, plots, log).  It is copied to
 ``<resdir>/data/<obs_id>/``; then, in one database transaction, the rows of
 an earlier ingestion of the same submitted file (same SHA-256) are deleted
-and the image, its product entry and its sources are inserted.  If anything
-fails, the transaction is rolled back and the earlier files are put back, so
-the archive is exactly as before.
+and the image, its product entry, its sources and the notable objects in
+its field are inserted.  If anything fails, the transaction is rolled back
+and the earlier files are put back, so the archive is exactly as before.
 """
 import json
 import os
@@ -69,6 +69,7 @@ def _restore_files(target, backup):
 
 
 def _delete_rows(conn, obs_id, accref):
+    conn.execute("DELETE FROM rapas.notable WHERE obs_id=%(obs_id)s", {"obs_id": obs_id})
     conn.execute("DELETE FROM rapas.sources WHERE obs_id=%(obs_id)s", {"obs_id": obs_id})
     conn.execute("DELETE FROM rapas.images WHERE obs_id=%(obs_id)s", {"obs_id": obs_id})
     conn.execute("DELETE FROM dc.products WHERE accref=%(accref)s", {"accref": accref})
@@ -92,6 +93,8 @@ def ingest(product_dir):
             api.makeData(rd.getById("import_images"), forceSource=str(target / "calibrated.fits"),
                          connection=conn, parseOptions=options, runCommit=False)
             api.makeData(rd.getById("import_sources"), forceSource=str(target / "sources.fits"),
+                         connection=conn, parseOptions=options, runCommit=False)
+            api.makeData(rd.getById("import_notable"), forceSource=str(target / "summary.json"),
                          connection=conn, parseOptions=options, runCommit=False)
             n_rows = list(conn.query("SELECT count(*) FROM rapas.sources WHERE obs_id=%(o)s",
                                      {"o": obs_id}))[0][0]

@@ -30,6 +30,17 @@ REDUCE = os.environ.get("RAPAS_REDUCE", str(REPO / ".venv" / "bin" / "rapas-redu
 #: 'tap:URL#TABLE'); unset means the pipeline's default, the ESA Gaia archive
 REFCAT = os.environ.get("RAPAS_REFCAT")
 
+
+def site_config():
+    """The site configuration jobs reduce with (services, API keys, cache):
+    RAPAS_CONFIG, else rapas.toml in the resource directory when there is one."""
+    if os.environ.get("RAPAS_CONFIG"):
+        return os.environ["RAPAS_CONFIG"]
+    from gavo import base
+    path = Path(base.getConfig("inputsDir")) / "rapas" / "rapas.toml"
+    return str(path) if path.is_file() else None
+
+
 RESULTS = [  # name, media type (in the order clients list them)
     ("calibrated.fits", "image/fits"),
     ("sources.vot", "application/x-votable+xml"),
@@ -65,6 +76,9 @@ def pipeline_arguments(inputTable):
         options.append("--no-psf")
     if inputTable.getParam("cosmics"):
         options.append("--cosmics")
+    config = site_config()
+    if config:
+        options += ["--config", config]
     if REFCAT:
         options += ["--refcat", REFCAT]
     return options
