@@ -25,7 +25,7 @@ def truth_run(tmp_path_factory):
                          header_wcs="perturbed", wcs_offset_arcsec=5.0, wcs_rotation_deg=0.2)
     image = sim.write(work / "sim.fits")
     sim.catalogue.write(work / "refcat.fits")
-    result = reduce(image, work / "out", Config(refcat={"kind": "file", "path": str(work / "refcat.fits")}))
+    result = reduce(image, work / "out", Config(enrichment={}, refcat={"kind": "file", "path": str(work / "refcat.fits")}))
     return sim, result
 
 
@@ -60,7 +60,7 @@ def archived(dachs, tmp_path_factory):
                          header_wcs="perturbed", wcs_offset_arcsec=3.0, wcs_rotation_deg=0.1)
     image = sim.write(work / "frame.fits")
     sim.catalogue.write(work / "refcat.fits")
-    result = reduce(image, work / "out", Config(refcat={"kind": "file", "path": str(work / "refcat.fits")}))
+    result = reduce(image, work / "out", Config(enrichment={}, refcat={"kind": "file", "path": str(work / "refcat.fits")}))
     import json
     ingested = json.loads(dachs.ingest(result.out_dir).stdout)
     return sim, result, ingested

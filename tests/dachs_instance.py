@@ -27,6 +27,7 @@ bindAddress: 127.0.0.1
 serverURL: http://127.0.0.1:{port}
 sitename: RAPAS test archive
 maxUploadSize: {max_upload}
+maxSyncUploadSize: 20000000
 [ivoa]
 authority: rapas.test
 [async]
@@ -89,6 +90,7 @@ class DachsInstance:
     def _link_resource_directory(self):
         self.resdir.mkdir(parents=True, exist_ok=True)
         for name, target in (("q.rd", REPO / "rd" / "q.rd"), ("refcat.rd", REPO / "rd" / "refcat.rd"),
+                             ("localcat.rd", REPO / "rd" / "localcat.rd"),
                              ("res", REPO / "inputs" / "rapas" / "res")):
             link = self.resdir / name
             if not link.exists():
@@ -147,6 +149,15 @@ class DachsInstance:
         (self.resdir / "refcat").mkdir(exist_ok=True)
         shutil.copy(path, self.resdir / "refcat" / "gaia_source.fits")
         self.dachs("imp", "rapas/refcat")
+        return f"{self.url}/tap"
+
+    def load_crossid_catalogues(self, tables):
+        """Serve SIMBAD-, VSX- and Milliquas-like tables ({'simbad_basic'|'vsx'|
+        'milliquas': astropy Table}) as localcat.basic, .vsx, .milliquas ("make refcat")."""
+        (self.resdir / "refcat").mkdir(exist_ok=True)
+        for name, table in tables.items():
+            table.write(self.resdir / "refcat" / f"{name}.fits", overwrite=True)
+        self.dachs("imp", "rapas/localcat")
         return f"{self.url}/tap"
 
     def sql(self, query):

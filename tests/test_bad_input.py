@@ -39,7 +39,7 @@ def _cases(tmp, sim):
     """(name, path, config, expected error type, words the message must contain)"""
     ref = tmp / "ref.fits"
     sim.catalogue.write(ref, overwrite=True)
-    cfg = Config(refcat={"kind": "file", "path": str(ref)})
+    cfg = Config(enrichment={}, refcat={"kind": "file", "path": str(ref)})
     rng = np.random.default_rng(0)
     text = tmp / "notes.fits"
     text.write_text("these are observing notes, not an image\n")
@@ -100,14 +100,14 @@ def test_unsolvable_field_fails_within_its_time_limit(tmp_path, small_sim):
     import time
     start = time.monotonic()
     with pytest.raises(AstrometryError, match="plate solving failed"):
-        reduce(path, tmp_path / "out", Config(solve_timeout_s=8))
+        reduce(path, tmp_path / "out", Config(enrichment={}, solve_timeout_s=8))
     assert time.monotonic() - start < 40
 
 
 def test_failed_rerun_removes_previous_products(tmp_path, small_sim):
     ref = tmp_path / "ref.fits"
     small_sim.catalogue.write(ref)
-    cfg = Config(refcat={"kind": "file", "path": str(ref)})
+    cfg = Config(enrichment={}, refcat={"kind": "file", "path": str(ref)})
     image = small_sim.write(tmp_path / "img.fits")
     reduce(image, tmp_path / "out", cfg)
     assert (tmp_path / "out" / "summary.json").exists()
@@ -137,7 +137,7 @@ def test_unreachable_reference_catalogue_is_a_clear_error(tmp_path, small_sim):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     image = small_sim.write(tmp_path / "img.fits")
-    config = Config(refcat={"kind": "tap", "url": f"http://127.0.0.1:{port}/tap",
+    config = Config(enrichment={}, refcat={"kind": "tap", "url": f"http://127.0.0.1:{port}/tap",
                             "table": "gaiadr3.gaia_source", "timeout": 5})
     start = time.monotonic()
     with pytest.raises(CatalogueError) as info:

@@ -37,7 +37,7 @@ def test_01_raw_frame_is_trimmed_then_stops_at_plate_solving(realdata, tmp_path)
     assert info.band.name == "CLEAR" and any("no FILTER" in w for w in warnings)
     with pytest.raises(AstrometryError, match="no WCS in header and plate solving failed"):
         reduce(path(realdata, "01_saao1m_ste3_rf0420_raw.fits"), tmp_path / "o",
-               Config(refcat=GAIA_PACKAGE, solve_timeout_s=8))
+               Config(enrichment={}, refcat=GAIA_PACKAGE, solve_timeout_s=8))
 
 
 def test_02_broken_date_and_mirrored_wcs(realdata, tmp_path):
@@ -53,7 +53,7 @@ def test_02_broken_date_and_mirrored_wcs(realdata, tmp_path):
     assert centre.separation(SkyCoord(232.92 * u.deg, 0.10 * u.deg)) < 0.1 * u.deg
     # 26 arcmin has no Gaia star brighter than G=10 to calibrate on: one clear line
     with pytest.raises(CalibrationError, match="no calibrators"):
-        reduce(path(realdata, "02_ystar_saao_R_streak_wcs.fits"), tmp_path / "o", Config(refcat=GAIA_PACKAGE))
+        reduce(path(realdata, "02_ystar_saao_R_streak_wcs.fits"), tmp_path / "o", Config(enrichment={}, refcat=GAIA_PACKAGE))
 
 
 def test_03_fpack_dslr_needs_a_band_and_solves_against_real_gaia(realdata, tmp_path):
@@ -61,11 +61,11 @@ def test_03_fpack_dslr_needs_a_band_and_solves_against_real_gaia(realdata, tmp_p
     frame = load_frame(name)
     assert frame.hdu_index == 1 and frame.data.shape == (700, 700)
     with pytest.raises(HeaderError, match="Bayer"):
-        reduce(name, tmp_path / "o1", Config(refcat=GAIA_PACKAGE))
+        reduce(name, tmp_path / "o1", Config(enrichment={}, refcat=GAIA_PACKAGE))
     # forced to G: the TAN-SIP header WCS refines on real Gaia DR3 stars; the
     # G <= 10 stars are saturated, so the calibration stops with the reason
     with pytest.raises(CalibrationError) as info:
-        reduce(name, tmp_path / "o2", Config(refcat=GAIA_PACKAGE, band="G"))
+        reduce(name, tmp_path / "o2", Config(enrichment={}, refcat=GAIA_PACKAGE, band="G"))
     log = (tmp_path / "o2" / "rapas.log").read_text()
     refined = [line for line in log.splitlines() if "refined WCS" in line][0]
     rms_px = float(refined.split("(")[1].split(" px")[0])
@@ -76,7 +76,7 @@ def test_03_fpack_dslr_needs_a_band_and_solves_against_real_gaia(realdata, tmp_p
 def test_04_dslr_without_wcs_is_solved_blind(realdata, tmp_path):
     name = path(realdata, "04_panoptes_dslr_kic8462852_nowcs.fits")
     with pytest.raises(CalibrationError):
-        reduce(name, tmp_path / "o", Config(refcat=GAIA_PACKAGE, band="G", solve_timeout_s=60))
+        reduce(name, tmp_path / "o", Config(enrichment={}, refcat=GAIA_PACKAGE, band="G", solve_timeout_s=60))
     log = (tmp_path / "o" / "rapas.log").read_text()
     assert "solve-field on" in log
     refined = [line for line in log.splitlines() if "refined WCS" in line][0]
@@ -100,5 +100,5 @@ def test_09_b1950_wcs_is_converted_to_icrs(realdata, tmp_path):
     assert info.band.name == "B" and info.exptime == 600.0
     with pytest.raises(PipelineError) as err:
         reduce(path(realdata, "09_kpno_iraf_devpix_m51_B_wcs_CONVERTED.fits"), tmp_path / "o",
-               Config(refcat=GAIA_PACKAGE))
+               Config(enrichment={}, refcat=GAIA_PACKAGE))
     assert "\n" not in str(err.value)

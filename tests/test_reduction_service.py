@@ -33,8 +33,13 @@ def service(tmp_path_factory):
     work = tmp_path_factory.mktemp("service")
     sky = simulate_frame(**SKY, noise_seed=0)
     sky.catalogue.write(work / "refcat.fits")
+    # the site configuration the jobs' pipeline reads: no catalogue enrichment
+    # (it is tested against local services in test_enrichment)
+    (work / "site.toml").write_text("".join(f"[enrichment.{name}]\nenabled = false\n"
+                                            for name in ("simbad", "vsx", "milliquas", "skybot", "colibri")))
     instance = DachsInstance(work / "root", max_jobs=2, max_upload=MAX_UPLOAD,
-                             server_env={"RAPAS_REFCAT": str(work / "refcat.fits")})
+                             server_env={"RAPAS_REFCAT": str(work / "refcat.fits"),
+                                         "RAPAS_CONFIG": str(work / "site.toml")})
     try:
         instance.start()
         instance.add_user("alice", "s3cret", "rapas")

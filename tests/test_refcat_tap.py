@@ -45,9 +45,9 @@ def test_cone_query_through_pyvo_returns_the_field(served):
 def test_reduction_calibrated_over_tap_matches_the_file_and_the_truth(served):
     sim, tap_url, work = served
     image = sim.write(work / "frame.fits")
-    over_tap = reduce(image, work / "tap", Config(refcat={"kind": "tap", "url": tap_url,
+    over_tap = reduce(image, work / "tap", Config(enrichment={}, refcat={"kind": "tap", "url": tap_url,
                                                           "table": "gaiadr3.gaia_source", "timeout": 30}))
-    from_file = reduce(image, work / "file", Config(refcat={"kind": "file", "path": str(work / "gaia.fits")}))
+    from_file = reduce(image, work / "file", Config(enrichment={}, refcat={"kind": "file", "path": str(work / "gaia.fits")}))
     s, f = over_tap.summary, from_file.summary
     assert s["refcat"] == "tap" and s["n_calibrators"] >= 50
     # the same calibration as from the file (the table holds magnitudes as

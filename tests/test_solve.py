@@ -17,7 +17,7 @@ def test_blind_solve_of_a_wcs_less_degree_field(tmp_path):
     assert real >= 30                                   # real Gaia stars on the frame
     image = sim.write(tmp_path / "nowcs.fits")
     sim.catalogue.write(tmp_path / "ref.fits")
-    result = reduce(image, tmp_path / "out", Config(refcat={"kind": "file", "path": str(tmp_path / "ref.fits")},
+    result = reduce(image, tmp_path / "out", Config(enrichment={}, refcat={"kind": "file", "path": str(tmp_path / "ref.fits")},
                                                   solve_timeout_s=60))
     assert result.summary["wcs_source"] == "solved"
     wcs = WCS(fits.getheader(result.path("calibrated.fits")))
