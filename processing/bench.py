@@ -47,7 +47,7 @@ def main(argv=None):
     from .config import Config
     from .pipeline import reduce
     image = work / "bench.fits"
-    config = Config(refcat={"kind": "file", "path": str(work / "bench_refcat.fits")})
+    config = Config(enrichment={}, refcat={"kind": "file", "path": str(work / "bench_refcat.fits")})
     t0 = time.perf_counter()
     result = reduce(image, work / "out", config)
     wall = time.perf_counter() - t0
