@@ -75,16 +75,18 @@ serve: deploy
 	@for i in $$(seq 60); do curl -sf -o /dev/null $(SERVER)/tap/availability && exit 0; sleep 1; done; \
 	  echo "DaCHS did not answer on $(SERVER)"; exit 1
 
+# The demo frame is a simulated sky: no enrichment (real catalogues would
+# name its made-up stars).
 demo: venv serve
 	$(VENV)/bin/rapas-reduce $(REPO)/inputs/rapas/demo/demo.fits --out $(BUILD)/demo \
-	  --refcat $(REPO)/inputs/rapas/demo/demo_refcat.fits --quiet
+	  --refcat $(REPO)/inputs/rapas/demo/demo_refcat.fits --no-enrich --quiet
 	runuser -u gavo -- $(DACHS_PY) $(REPO)/inputs/rapas/res/ingest.py $(BUILD)/demo
 
 urls:
 	@echo
 	@echo "RAPAS Archive is up:"
 	@echo "  SIAP2          $(SERVER)/rapas/q/siap2/siap2.xml"
-	@echo "  TAP (ObsCore)  $(SERVER)/tap          tables ivoa.obscore, rapas.images, rapas.sources"
+	@echo "  TAP (ObsCore)  $(SERVER)/tap          tables ivoa.obscore, rapas.images, rapas.sources, rapas.notable"
 	@echo "  cone search    $(SERVER)/rapas/q/cone/scs.xml"
 	@echo "  image form     $(SERVER)/rapas/q/browse/form"
 	@echo "  SIAP2 form     $(SERVER)/rapas/q/siap2/form"

@@ -331,7 +331,7 @@
             mag_ap1 mag_ap1_err mag_ap2 mag_ap2_err mag_ap3 mag_ap3_err mag_ap4 mag_ap4_err fwhm ellipticity snr
             vsx_period milliquas_z">
           <events>
-            <map key="\item">None if @\item != @\item else float(@\item)</map>
+            <map key="\item">None if @\item is None or @\item != @\item else float(@\item)</map>
           </events>
         </LOOP>
       </rowmaker>

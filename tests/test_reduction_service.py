@@ -97,6 +97,9 @@ def test_end_to_end_submission_is_archived_and_matches_truth(service):
     archived = json.loads(client.result(job_url, "archive.json"))
     summary = json.loads(client.result(job_url, "summary.json"))
     assert abs(summary["zero_point"] - service.sky.params["zero_point"]) < 0.01
+    # the job read the site configuration (RAPAS_CONFIG): enrichment switched off
+    assert {e["status"] for e in summary["enrichment"].values()} == {"disabled"}
+    assert summary["enrichment_missing"] == []
     # the image is in SIAP2 at once, under its publisher DID
     sia = pyvo.dal.SIA2Service(service.url + "/rapas/q/siap2/siap2.xml", check_baseurl=False)
     found = sia.search(pos=(summary["ra_center"], summary["dec_center"], 0.01)).to_table()
