@@ -558,7 +558,7 @@
         QUERY="SELECT table_name FROM tap_schema.tables WHERE table_name LIKE 'rapas.%'"
         >/tap/sync</url>
       <code>
-        self.assertHasStrings("rapas.images", "rapas.sources")
+        self.assertHasStrings("rapas.images", "rapas.sources", "rapas.notable")
       </code>
     </regTest>
   </regSuite>

@@ -395,3 +395,46 @@ def test_archive_records_missing_enrichment_and_a_rerun_fills_it(dachs, sky, enr
     mp = sky[0].extras[0]
     assert by_name["2001 SM1"]["source_num"] == _source_at(enriched[0], mp["ra"], mp["dec"]) + 1
     assert by_name["2019 FT7"]["source_num"] is np.ma.masked
+
+
+def test_geocentric_skybot_positions_are_moved_to_the_site(sky, enriched, standins):
+    """Without an observatory code SkyBoT answers for the geocentre; a near-Earth
+    object 0.02 au away is then minutes of arc off, far beyond the match radius.  Its geocentric position is
+    computed here with astropy from where it is seen on the frame; the client
+    moves it back with the site's coordinates and finds the source."""
+    from astropy.coordinates import GCRS, CartesianRepresentation, EarthLocation
+    from astropy.utils import iers
+    iers.conf.auto_download = False
+    sim, t, _ = sky
+    result, _ = enriched
+    site = (43.75, 6.92, 1270.0)                    # the simulated frame's SITELAT/SITELONG/SITEELEV
+    seen = sim.extras[0]                            # where the body shows on the frame
+    location = EarthLocation.from_geodetic(site[1] * u.deg, site[0] * u.deg, site[2] * u.m)
+    pos, _ = location.get_gcrs_posvel(t["t_mid"])
+    here = GCRS(obstime=t["t_mid"], obsgeoloc=CartesianRepresentation(pos.xyz),
+                obsgeovel=CartesianRepresentation([0, 0, 0] * u.m / u.s))
+    # astropy's geocentre-to-site direction, inverted by iteration
+    ra, dec = float(seen["ra"]), float(seen["dec"])
+    for _ in range(5):
+        topo = SkyCoord(ra * u.deg, dec * u.deg, 0.02 * u.au, frame=GCRS(obstime=t["t_mid"])).transform_to(here)
+        ra += float(seen["ra"]) - topo.ra.deg
+        dec += float(seen["dec"]) - topo.dec.deg
+    assert SkyCoord(topo.ra, topo.dec).separation(SkyCoord(seen["ra"] * u.deg, seen["dec"] * u.deg)).arcsec < 0.01
+    geocentric = SkyCoord(ra * u.deg, dec * u.deg)
+    offset = SkyCoord(geocentric.ra, geocentric.dec).separation(SkyCoord(seen["ra"] * u.deg, seen["dec"] * u.deg))
+    assert offset.arcsec > 60
+    saved = standins.bodies
+    standins.bodies = [dict(num="-", name="2026 NEO1", ra=geocentric.ra.deg, dec=geocentric.dec.deg,
+                            cls="NEA>Apollo", vmag=16.9, err=0.2, dg=0.02)]
+    try:
+        field = enrich.Field(ra=CENTRE[0], dec=CENTRE[1], radius_deg=0.4, time_mid=t["t_mid"],
+                             astrometric_rms_arcsec=result.summary["astrometric_rms_arcsec"], site=site)
+        config = Config(enrichment={"skybot": {"enabled": True, "url": standins.url("skybot"), "timeout": 10}})
+        columns, notable, outcomes = enrich.enrich(result.sources["ra"], result.sources["dec"], field, config,
+                                                   log=lambda m: None)
+    finally:
+        standins.bodies = saved
+    assert standins.last["skybot"]["-loc"] == "500"
+    k = _source_at(result, seen["ra"], seen["dec"])
+    assert outcomes["skybot"].status == "ok" and columns["skybot_name"][k] == "2026 NEO1"
+    assert notable[0]["separation_arcsec"] < 0.5
