@@ -54,25 +54,27 @@ AU_M = 149_597_870_700.0
 class TapCatalogue:
     """A catalogue joined on its TAP service; columns in the service's names."""
     name: str
-    id_column: str
     ra: str
     dec: str
-    #: source-table column -> catalogue column
+    #: source-table column -> catalogue column; ``id_alias`` names the identifier
     fields: dict
+    id_alias: str
     #: typical position error of the catalogue at our epochs (arcsec; no proper motion applied)
     pos_err_arcsec: float
     #: notable-object kind for the image's list; None = not listed
-    kind: str | None
+    kind: str | None = None
+    type_alias: str | None = None
+    redshift_alias: str | None = None
     mag: str | None = None
 
 
-SIMBAD = TapCatalogue("simbad", "main_id", "ra", "dec", {"simbad_id": "main_id", "simbad_otype": "otype"},
-                      0.5, None)
-VSX = TapCatalogue("vsx", "Name", "RAJ2000", "DEJ2000",
-                   {"vsx_name": "Name", "vsx_type": "Type", "vsx_period": "Period"}, 1.0, "variable star")
-MILLIQUAS = TapCatalogue("milliquas", "Name", "RAJ2000", "DEJ2000",
+SIMBAD = TapCatalogue("simbad", "ra", "dec", {"simbad_id": "main_id", "simbad_otype": "otype"}, "simbad_id", 0.5)
+VSX = TapCatalogue("vsx", "RAJ2000", "DEJ2000", {"vsx_name": "Name", "vsx_type": "Type", "vsx_period": "Period"},
+                   "vsx_name", 1.0, kind="variable star", type_alias="vsx_type")
+MILLIQUAS = TapCatalogue("milliquas", "RAJ2000", "DEJ2000",
                          {"milliquas_name": "Name", "milliquas_type": "Type", "milliquas_z": "z"},
-                         1.0, "quasar", mag="Rmag")
+                         "milliquas_name", 1.0, kind="quasar", type_alias="milliquas_type",
+                         redshift_alias="milliquas_z", mag="Rmag")
 TAP_CATALOGUES = {c.name: c for c in (SIMBAD, VSX, MILLIQUAS)}
 
 
@@ -224,22 +226,24 @@ def _tap_crossmatch(catalogue, options, ra, dec, field, session_factory):
     if len(pairs) == 0:
         return _Found(np.array([], int), {}, []), attempts
     source = np.asarray(pairs["row_id"], int)
-    keep = one_to_one(source, _key_column(pairs, catalogue), np.asarray(pairs["dist"], float))
+    keep = one_to_one(source, _text(pairs[catalogue.id_alias]), np.asarray(pairs["dist"], float))
     pairs, source = pairs[keep], source[keep]
-    values = {alias: _column_values(pairs[alias.lower()], COLUMNS[alias]) for alias in catalogue.fields}
-    notable = []
-    if catalogue.kind:
-        id_alias = next(a for a, col in catalogue.fields.items() if col == catalogue.id_column)
-        type_alias = next((a for a in catalogue.fields if a.endswith("_type")), None)
-        for k in range(len(pairs)):
-            notable.append(dict(
-                catalogue=catalogue.name, name=str(values[id_alias][k]), kind=catalogue.kind,
-                object_type=str(values[type_alias][k]) if type_alias else "",
-                ra=float(pairs["cat_ra"][k]), dec=float(pairs["cat_dec"][k]),
-                mag=_float(pairs["cat_mag"][k]) if catalogue.mag else None,
-                redshift=_float(values["milliquas_z"][k]) if catalogue.name == "milliquas" else None,
-                source_num=int(source[k]) + 1, separation_arcsec=float(pairs["dist"][k]) * 3600.0))
-    return _Found(source, values, notable), attempts
+    values = {alias: _column_values(pairs[alias], COLUMNS[alias]) for alias in catalogue.fields}
+    return _Found(source, values, _listed(catalogue, pairs, values, source)), attempts
+
+
+def _listed(catalogue, pairs, values, source):
+    """The matched objects of a catalogue of notable kinds, for the image's list."""
+    if not catalogue.kind:
+        return []
+    c = catalogue
+    return [dict(catalogue=c.name, name=str(values[c.id_alias][k]), kind=c.kind,
+                 object_type=str(values[c.type_alias][k]) if c.type_alias else "",
+                 ra=float(pairs["cat_ra"][k]), dec=float(pairs["cat_dec"][k]),
+                 mag=_float(pairs["cat_mag"][k]) if c.mag else None,
+                 redshift=_float(values[c.redshift_alias][k]) if c.redshift_alias else None,
+                 source_num=int(source[k]) + 1, separation_arcsec=float(pairs["dist"][k]) * 3600.0)
+            for k in range(len(pairs))]
 
 
 def _binary_votable(table):
@@ -250,12 +254,6 @@ def _binary_votable(table):
     from_table(table).to_xml(buffer, tabledata_format="binary2")
     buffer.seek(0)
     return buffer
-
-
-def _key_column(pairs, catalogue):
-    """The catalogue's identifier column in the answer (under its alias)."""
-    alias = next(a for a, col in catalogue.fields.items() if col == catalogue.id_column)
-    return _text(pairs[alias.lower()])
 
 
 def _lower_case(table):
