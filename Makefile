@@ -102,7 +102,7 @@ bench: venv
 # archive's TAP, for calibration and enrichment without internet (FITS tables
 # with the services' own column names):
 #   gaia_source*.fits  -> gaiadr3.gaia_source  (ESA gaiadr3.gaia_source columns)
-#   simbad_basic*.fits -> localcat.basic       (SIMBAD basic: main_id, ra, dec, otype)
+#   simbad_basic*.fits -> localcat.basic       (SIMBAD basic: main_id, ra, dec, otype, pmra, pmdec)
 #   vsx*.fits          -> localcat.vsx         (VizieR B/vsx/vsx: Name, RAJ2000, DEJ2000, Type, Period)
 #   milliquas*.fits    -> localcat.milliquas   (VizieR VII/294: Name, RAJ2000, DEJ2000, Type, Rmag, z)
 # and install a site configuration that points the pipeline at them

@@ -45,6 +45,9 @@ SERVICES = ("simbad", "vsx", "milliquas", "skybot", "colibri")
 MATCH_SIGMA, MIN_RADIUS, MAX_RADIUS = 3.0, 1.0, 10.0
 #: astrometric error assumed when the WCS could not be refined (arcsec)
 UNREFINED_ERROR = 1.0
+#: fastest proper motion the upload join allows for (arcsec/yr) and the most
+#: it widens the join for it (arcsec): moving stars are matched at the epoch
+MAX_PROPER_MOTION, MAX_PM_WIDENING = 0.5, 15.0
 #: an alert position is tied to a source only when it is this good (arcsec)
 ALERT_MAX_ERROR = 10.0
 AU_M = 149_597_870_700.0
@@ -66,9 +69,13 @@ class TapCatalogue:
     type_alias: str | None = None
     redshift_alias: str | None = None
     mag: str | None = None
+    #: proper-motion columns (mas/yr, RA one times cos Dec) of positions at ``epoch`` (Julian year)
+    pm: tuple | None = None
+    epoch: float = 2000.0
 
 
-SIMBAD = TapCatalogue("simbad", "ra", "dec", {"simbad_id": "main_id", "simbad_otype": "otype"}, "simbad_id", 0.5)
+SIMBAD = TapCatalogue("simbad", "ra", "dec", {"simbad_id": "main_id", "simbad_otype": "otype"}, "simbad_id", 0.5,
+                      pm=("pmra", "pmdec"))
 VSX = TapCatalogue("vsx", "RAJ2000", "DEJ2000", {"vsx_name": "Name", "vsx_type": "Type", "vsx_period": "Period"},
                    "vsx_name", 1.0, kind="variable star", type_alias="vsx_type")
 MILLIQUAS = TapCatalogue("milliquas", "RAJ2000", "DEJ2000",
@@ -204,32 +211,56 @@ def upload_adql(catalogue, table, radius_deg):
     extra = "".join(f", c.{column} AS {alias}" for alias, column in c.fields.items())
     if c.mag:
         extra += f", c.{c.mag} AS cat_mag"
-    return (f"SELECT u.row_id, c.{c.ra} AS cat_ra, c.{c.dec} AS cat_dec{extra},"
-            f" DISTANCE(POINT('ICRS', u.ra, u.dec), POINT('ICRS', c.{c.ra}, c.{c.dec})) AS dist"
+    if c.pm:
+        extra += f", c.{c.pm[0]} AS cat_pmra, c.{c.pm[1]} AS cat_pmdec"
+    return (f"SELECT u.row_id, c.{c.ra} AS cat_ra, c.{c.dec} AS cat_dec{extra}"
             f" FROM TAP_UPLOAD.rapas AS u JOIN {table} AS c"
             f" ON 1=CONTAINS(POINT('ICRS', c.{c.ra}, c.{c.dec}), CIRCLE('ICRS', u.ra, u.dec, {radius_deg:.8f}))")
 
 
 def _tap_crossmatch(catalogue, options, ra, dec, field, session_factory):
+    """Upload join, then (proper motion applied) one-to-one within the radius."""
     import pyvo
     radius = match_radius_arcsec(field.astrometric_rms_arcsec, catalogue.pos_err_arcsec)
+    years = field.time_mid.jyear - catalogue.epoch
+    widening = min(MAX_PROPER_MOTION * abs(years), MAX_PM_WIDENING) if catalogue.pm else 0.0
     upload = Table({"row_id": np.arange(len(ra), dtype=np.int32), "ra": ra, "dec": dec})
-    adql = upload_adql(catalogue, options["table"], radius / 3600.0)
+    adql = upload_adql(catalogue, options["table"], (radius + widening) / 3600.0)
 
     def attempt(seconds_left):
         service = pyvo.dal.TAPService(options["url"], session=session_factory(seconds_left))
         return service.run_sync(adql, uploads={"rapas": _binary_votable(upload)},
-                                maxrec=10 * len(ra) + 1000).to_table()
+                                maxrec=50 * len(ra) + 1000).to_table()
 
     pairs, attempts = with_budget(Budget.from_config(options), attempt)
     pairs = _lower_case(pairs)
-    if len(pairs) == 0:
-        return _Found(np.array([], int), {}, []), attempts
     source = np.asarray(pairs["row_id"], int)
-    keep = one_to_one(source, _text(pairs[catalogue.id_alias]), np.asarray(pairs["dist"], float))
+    cat_ra, cat_dec = _at_epoch(pairs, years) if catalogue.pm else (pairs["cat_ra"], pairs["cat_dec"])
+    dist = _separation_arcsec(ra[source], dec[source], cat_ra, cat_dec)
+    near = np.flatnonzero(dist <= radius)
+    keep = near[one_to_one(source[near], _text(pairs[catalogue.id_alias])[near], dist[near])]
     pairs, source = pairs[keep], source[keep]
+    pairs["cat_ra"], pairs["cat_dec"], pairs["dist_arcsec"] = cat_ra[keep], cat_dec[keep], dist[keep]
     values = {alias: _column_values(pairs[alias], COLUMNS[alias]) for alias in catalogue.fields}
     return _Found(source, values, _listed(catalogue, pairs, values, source)), attempts
+
+
+def _at_epoch(pairs, years):
+    """Catalogue positions moved by their proper motions (none given: none)."""
+    pmra = np.ma.filled(np.ma.asarray(pairs["cat_pmra"], dtype=float), 0.0)
+    pmdec = np.ma.filled(np.ma.asarray(pairs["cat_pmdec"], dtype=float), 0.0)
+    pmra, pmdec = np.nan_to_num(pmra), np.nan_to_num(pmdec)
+    dec = np.asarray(pairs["cat_dec"], float)
+    cos_dec = np.maximum(np.cos(np.radians(dec)), 1e-6)
+    return (np.asarray(pairs["cat_ra"], float) + pmra * years / 3.6e6 / cos_dec) % 360.0, \
+        dec + pmdec * years / 3.6e6
+
+
+def _separation_arcsec(ra1, dec1, ra2, dec2):
+    """Great-circle distances (arcsec) between paired positions (deg), by haversine."""
+    ra1, dec1, ra2, dec2 = (np.radians(np.asarray(v, float)) for v in (ra1, dec1, ra2, dec2))
+    h = np.sin(0.5 * (dec2 - dec1)) ** 2 + np.cos(dec1) * np.cos(dec2) * np.sin(0.5 * (ra2 - ra1)) ** 2
+    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(h, 0, 1)))) * 3600.0
 
 
 def _listed(catalogue, pairs, values, source):
@@ -242,7 +273,7 @@ def _listed(catalogue, pairs, values, source):
                  ra=float(pairs["cat_ra"][k]), dec=float(pairs["cat_dec"][k]),
                  mag=_float(pairs["cat_mag"][k]) if c.mag else None,
                  redshift=_float(values[c.redshift_alias][k]) if c.redshift_alias else None,
-                 source_num=int(source[k]) + 1, separation_arcsec=float(pairs["dist"][k]) * 3600.0)
+                 source_num=int(source[k]) + 1, separation_arcsec=float(pairs["dist_arcsec"][k]))
             for k in range(len(pairs))]
 
 

@@ -28,6 +28,10 @@
       tablehead="Dec" verbLevel="1" description="Declination (ICRS, J2000)"/>
     <column name="otype" type="text" ucd="src.class" tablehead="Type" verbLevel="1"
       description="SIMBAD object type (short name)"/>
+    <column name="pmra" type="real" unit="mas/yr" ucd="pos.pm;pos.eq.ra" tablehead="pmRA"
+      verbLevel="5" description="Proper motion in RA (times cos Dec)"/>
+    <column name="pmdec" type="real" unit="mas/yr" ucd="pos.pm;pos.eq.dec" tablehead="pmDec"
+      verbLevel="5" description="Proper motion in Dec"/>
   </table>
 
   <table id="vsx" onDisk="True" adql="True" mixin="//scs#pgs-pos-index">
@@ -71,7 +75,15 @@
         <sources pattern="\pattern"/>
         <fitsTableGrammar/>
         <make table="\table">
-          <rowmaker idmaps="*"/>
+          <rowmaker idmaps="*">
+            <apply name="nanIsNull">
+              <code>
+                for key, value in list(vars.items()):
+                  if isinstance(value, float) and value != value:
+                    vars[key] = None
+              </code>
+            </apply>
+          </rowmaker>
         </make>
       </data>
     </events>

@@ -32,7 +32,9 @@ CENTRE = (210.0, -12.0)
 MINOR_PLANET = (700.3, 1500.6, 16.8)      # x, y (0-based px), G-band mag: not in Gaia
 TRANSIENT = (1400.2, 400.9, 16.2)
 OBSERVATORY = "C95"
-N_VSX, N_QSO, N_DECOYS = 12, 6, 20
+N_VSX, N_QSO, N_DECOYS, N_FAST = 12, 6, 20, 4
+#: proper motion of the fast-moving stars in SIMBAD (mas/yr): 10 arcsec since J2000
+FAST_PM = (300.0, -250.0)
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +64,8 @@ def sky(dachs, standins, tmp_path_factory):
     inside = (truth["x"] > 40) & (truth["x"] < w - 40) & (truth["y"] > 40) & (truth["y"] < h - 40)
     good = np.flatnonzero(isolated & inside & ~truth["saturated"]
                           & (truth["ref_mag"] > 13.5) & (truth["ref_mag"] < 17.5))
-    chosen = rng.choice(good, N_VSX + N_QSO, replace=False)
-    vsx_rows, qso_rows = chosen[:N_VSX], chosen[N_VSX:]
+    chosen = rng.choice(good, N_VSX + N_QSO + N_FAST, replace=False)
+    vsx_rows, qso_rows, fast_rows = chosen[:N_VSX], chosen[N_VSX:N_VSX + N_QSO], chosen[N_VSX + N_QSO:]
     ra2000, dec2000 = _at_j2000(truth, rng)
     decoy_ra, decoy_dec = random_far_positions(rng, *CENTRE, 0.25, everything.ra.deg, everything.dec.deg,
                                                3 * N_DECOYS, 20.0)
@@ -89,13 +91,21 @@ def sky(dachs, standins, tmp_path_factory):
             hit = np.flatnonzero(bright == row)
             if len(hit):
                 main_id[hit[0]], otype[hit[0]] = name, kind
-    simbad = Table({"main_id": np.concatenate([main_id, [f"DECOY S{k}" for k in range(N_DECOYS)]]).astype(str),
-                    "ra": np.concatenate([ra2000[bright], decoy_ra[2 * N_DECOYS:]]),
-                    "dec": np.concatenate([dec2000[bright], decoy_dec[2 * N_DECOYS:]]),
-                    "otype": np.concatenate([otype, ["X"] * N_DECOYS]).astype(str)})
+    # fast movers: where the star is now, minus their (large) SIMBAD proper motion
+    t_mid = Time(sim.header["DATE-OBS"], scale="utc") + sim.params["exptime"] / 2 * u.s
+    years = t_mid.jyear - 2000.0
+    fast_dec = truth["dec_obs"][fast_rows] - FAST_PM[1] * years / 3.6e6
+    fast_ra = truth["ra_obs"][fast_rows] - FAST_PM[0] * years / 3.6e6 / np.cos(np.radians(fast_dec))
+    nothing = np.full(N_DECOYS, np.nan)
+    simbad = Table({"main_id": np.concatenate([main_id, [f"DECOY S{k}" for k in range(N_DECOYS)],
+                                               [f"HPM {k}" for k in range(N_FAST)]]).astype(str),
+                    "ra": np.concatenate([ra2000[bright], decoy_ra[2 * N_DECOYS:], fast_ra]),
+                    "dec": np.concatenate([dec2000[bright], decoy_dec[2 * N_DECOYS:], fast_dec]),
+                    "otype": np.concatenate([otype, ["X"] * N_DECOYS, ["PM*"] * N_FAST]).astype(str),
+                    "pmra": np.concatenate([truth["pmra"][bright], nothing, np.full(N_FAST, FAST_PM[0])]),
+                    "pmdec": np.concatenate([truth["pmdec"][bright], nothing, np.full(N_FAST, FAST_PM[1])])})
     tap = dachs.load_crossid_catalogues({"simbad_basic": simbad, "vsx": vsx, "milliquas": milliquas})
 
-    t_mid = Time(sim.header["DATE-OBS"], scale="utc") + sim.params["exptime"] / 2 * u.s
     mp, tr = sim.extras[0], sim.extras[1]
     standins.bodies = [
         dict(num=123456, name="2001 SM1", ra=mp["ra"], dec=mp["dec"], cls="MB>Middle", vmag=17.1, err=0.05, dg=1.8),
@@ -115,7 +125,7 @@ def sky(dachs, standins, tmp_path_factory):
         dict(source_name="AT 2025old", type="ot", ra=tr["ra"], dec=tr["dec"], err=1 / 3600,
              time=(t_mid - 90 * u.day).isot),
     ]
-    truth_sets = dict(vsx_rows=vsx_rows, qso_rows=qso_rows, vsx=vsx, milliquas=milliquas, simbad=simbad,
+    truth_sets = dict(vsx_rows=vsx_rows, qso_rows=qso_rows, fast_rows=fast_rows, vsx=vsx, milliquas=milliquas, simbad=simbad,
                       bright=bright, main_id=main_id, t_mid=t_mid, tap=tap)
     return sim, truth_sets, work
 
@@ -224,6 +234,7 @@ def test_simbad_identifies_the_bright_stars_without_false_matches(sky, enriched)
     ids = np.asarray(s["simbad_id"])
     truth = sim.truth
     expected = dict(zip(t["main_id"], t["bright"]))
+    expected.update({f"HPM {k}": row for k, row in enumerate(t["fast_rows"])})
     matched = np.flatnonzero(ids != "")
     # every identification is right: the named star is where the source is
     for k in matched:
@@ -239,6 +250,9 @@ def test_simbad_identifies_the_bright_stars_without_false_matches(sky, enriched)
     name_of = dict(zip(t["bright"], t["main_id"]))
     hits = sum(ids[k] == name_of[row] for row, k in detected)
     assert len(detected) > 200 and hits >= 0.99 * len(detected), (hits, len(detected))
+    # stars that moved 10 arcsec since J2000 are found where they are now
+    for k, row in enumerate(t["fast_rows"]):
+        assert ids[_source_at(result, truth["ra_obs"][row], truth["dec_obs"][row])] == f"HPM {k}"
 
 
 def test_gaia_recovers_the_injected_source_ids(sky, enriched):
