@@ -151,6 +151,21 @@ class DachsInstance:
         self.dachs("imp", "rapas/refcat")
         return f"{self.url}/tap"
 
+    def load_vizier_gaia(self, catalogue):
+        """Serve a Gaia-schema table under VizieR's I/355/gaiadr3 column names as
+        i355.gaiadr3 (a test-only RD, tests/rd/i355.rd)."""
+        from astropy.table import Table
+        names = {"source_id": "Source", "ra": "RA_ICRS", "dec": "DE_ICRS", "pmra": "pmRA", "pmdec": "pmDE",
+                 "phot_g_mean_mag": "Gmag", "phot_bp_mean_mag": "BPmag", "phot_rp_mean_mag": "RPmag"}
+        (self.resdir / "refcat").mkdir(exist_ok=True)
+        Table({new: catalogue[old] for old, new in names.items()}).write(
+            self.resdir / "refcat" / "vizier_gaiadr3.fits", overwrite=True)
+        link = self.resdir / "i355.rd"
+        if not link.exists():
+            link.symlink_to(REPO / "tests" / "rd" / "i355.rd")
+        self.dachs("imp", "rapas/i355")
+        return f"{self.url}/tap"
+
     def load_crossid_catalogues(self, tables):
         """Serve SIMBAD-, VSX- and Milliquas-like tables ({'simbad_basic'|'vsx'|
         'milliquas': astropy Table}) as localcat.basic, .vsx, .milliquas ("make refcat")."""

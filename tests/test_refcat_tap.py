@@ -60,3 +60,17 @@ def test_reduction_calibrated_over_tap_matches_the_file_and_the_truth(served):
     # total-flux aperture correction rests on about 30 stars.)
     assert abs(s["zero_point"] - sim.params["zero_point"]) <= 0.01
     assert abs(s["colour_term"] - sim.params["colour_term"]) <= 0.01
+
+
+def test_vizier_column_names_give_the_same_stars(served, dachs):
+    """refcat 'columns = vizier': the same ADQL in VizieR's I/355 names."""
+    sim, tap_url, _ = served
+    dachs.load_vizier_gaia(sim.catalogue)
+    esa = refcat.query_tap(tap_url, "gaiadr3.gaia_source", 35.0, -45.0, 0.1, 21.0, timeout=30)
+    vizier = refcat.query_tap(tap_url, "i355.gaiadr3", 35.0, -45.0, 0.1, 21.0, timeout=30, columns="vizier")
+    assert len(vizier) == len(esa) > 10
+    esa.sort("source_id")
+    vizier.sort("source_id")
+    for name in refcat.COLUMNS:
+        assert np.allclose(vizier[name], esa[name], equal_nan=True), name
+    assert (vizier["ref_epoch"] == 2016.0).all()
