@@ -184,8 +184,9 @@ def _run(image_path, out, config, log):
     sources = _source_table(phot, det, cal, ref, ra, dec, psf_idx, scale)
     site = None if info.site is None else (float(info.site.lat.deg), float(info.site.lon.deg),
                                            float(info.site.height.to_value("m")))
-    field = enrichment_field(centre.ra.deg, centre.dec.deg, astrometry.field_radius_deg(wcs, shape),
-                             info.time_mid, astrom_rms, site, config)
+    field = enrich.Field(ra=centre.ra.deg, dec=centre.dec.deg, radius_deg=astrometry.field_radius_deg(wcs, shape),
+                         time_mid=info.time_mid, astrometric_rms_arcsec=astrom_rms, site=site,
+                         observatory_code=config.observatory_code)
     enrichment = enrich_sources(sources, field, config, log)
 
     log.begin("limits")
@@ -203,12 +204,6 @@ def _run(image_path, out, config, log):
     _write_products(out, frame, wcs, summary, sources, cal, det.data_sub, log)
     log(f"done: {len(sources)} sources, ZP {cal.zero_point:.4f}, limit {lim:.2f}, FWHM {fwhm * scale:.2f} arcsec")
     return Result(summary=summary, sources=sources, out_dir=out)
-
-
-def enrichment_field(ra, dec, radius_deg, time_mid, astrom_rms, site, config):
-    """What enrichment needs to know of a frame (``site``: lat, lon deg, height m, or None)."""
-    return enrich.Field(ra=ra, dec=dec, radius_deg=radius_deg, time_mid=time_mid,
-                        astrometric_rms_arcsec=astrom_rms, site=site, observatory_code=config.observatory_code)
 
 
 def enrich_sources(sources, field, config, log):

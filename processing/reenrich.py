@@ -20,7 +20,7 @@ from astropy.time import Time
 
 from . import enrich, products
 from .logbook import Logbook
-from .pipeline import LOG_NAME, SUMMARY_NAME, enrich_sources, enrichment_field
+from .pipeline import LOG_NAME, SUMMARY_NAME, enrich_sources
 
 NEEDED = ("calibrated.fits", "sources.fits", SUMMARY_NAME)
 
@@ -41,10 +41,11 @@ def reenrich(product_dir, out_dir, config, echo=False):
     sources = Table.read(out / "sources.fits")
     sources.remove_columns([c for c in enrich.COLUMNS if c in sources.colnames])
     site = summary.get("site")
-    field = enrichment_field(summary["ra_center"], summary["dec_center"], 0.5 * summary["fov_deg"],
-                             Time(summary["mjd_mid"], format="mjd", scale="utc"),
-                             _nan(summary.get("astrometric_rms_arcsec")),
-                             (site["lat"], site["lon"], site["height"]) if site else None, config)
+    field = enrich.Field(ra=summary["ra_center"], dec=summary["dec_center"], radius_deg=0.5 * summary["fov_deg"],
+                         time_mid=Time(summary["mjd_mid"], format="mjd", scale="utc"),
+                         astrometric_rms_arcsec=_nan(summary.get("astrometric_rms_arcsec")),
+                         site=(site["lat"], site["lon"], site["height"]) if site else None,
+                         observatory_code=config.observatory_code or summary.get("observatory_code"))
     log = Logbook(out / LOG_NAME, echo=echo)
     log("re-running catalogue enrichment")
     summary.update(enrich_sources(sources, field, config, log))
