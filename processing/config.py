@@ -20,6 +20,14 @@ from dataclasses import dataclass, field, fields, replace
 VIZIER_TAP = "https://tapvizier.cds.unistra.fr/TAPVizieR/tap"
 
 
+def default_cache_dir():
+    """$RAPAS_CACHE_DIR, else rapas/ in the user's cache directory."""
+    if os.environ.get("RAPAS_CACHE_DIR"):
+        return os.environ["RAPAS_CACHE_DIR"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "rapas")
+
+
 def default_enrichment():
     """The real services; each has a timeout (s, all attempts together) and
     a number of retries of connection failures and server errors."""
@@ -99,8 +107,8 @@ class Config:
     #: MPC observatory code (SkyBoT computes topocentric positions for it);
     #: without one, SkyBoT's geocentric positions are corrected with the site
     observatory_code: str | None = None
-    #: on-disk cache of reference-catalogue fields; None = no cache
-    cache_dir: str | None = None
+    #: on-disk cache of reference-catalogue fields (TAP answers); None = no cache
+    cache_dir: str | None = field(default_factory=lambda: default_cache_dir())
 
     def with_options(self, **kwargs):
         """Copy with some options changed; unknown names are an error."""

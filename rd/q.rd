@@ -472,6 +472,11 @@
               + urllib.parse.quote("SELECT * FROM rapas.sources WHERE obs_id='%s'" % obsId)),
             contentType="application/x-votable+xml", semantics="#derivation",
             description="Source catalogue of this image from the archive (TAP)")
+          yield descriptor.makeLink(
+            makeAbsoluteURL("/tap/sync?LANG=ADQL&amp;REQUEST=doQuery&amp;QUERY="
+              + urllib.parse.quote("SELECT * FROM rapas.notable WHERE obs_id='%s'" % obsId)),
+            contentType="application/x-votable+xml", semantics="#auxiliary",
+            description="Notable objects in the field: variables, quasars, minor planets, alerts (TAP)")
         </code>
       </metaMaker>
     </datalinkCore>

@@ -13,6 +13,15 @@ warnings.filterwarnings("ignore")
 REALDATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "realdata")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def catalogue_cache(tmp_path_factory):
+    """Reference-catalogue fields fetched by the tests are cached here, not
+    in the user's cache directory."""
+    path = tmp_path_factory.mktemp("cache")
+    os.environ["RAPAS_CACHE_DIR"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def truth_run(tmp_path_factory):
     """A 2048x2048 frame with 3000 stars whose header WCS is off by 5 arcsec

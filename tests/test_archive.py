@@ -146,6 +146,8 @@ def test_datalink_lists_products_that_resolve(dachs, archived):
                zip(links["access_url"], links["semantics"]) if link}
     for name in ("preview.png", "sources.vot", "zeropoint.png", "rapas.log", "summary.json"):
         assert name in by_name, name
+    queries = [urllib.parse.unquote(link) for link in links["access_url"] if "QUERY=" in link]
+    assert any("FROM rapas.sources" in q for q in queries) and any("FROM rapas.notable" in q for q in queries)
     for link in links["access_url"]:
         if link:
             with urllib.request.urlopen(link, timeout=30) as response:

@@ -33,15 +33,17 @@ def service(tmp_path_factory):
     work = tmp_path_factory.mktemp("service")
     sky = simulate_frame(**SKY, noise_seed=0)
     sky.catalogue.write(work / "refcat.fits")
-    # the site configuration the jobs' pipeline reads: no catalogue enrichment
-    # (it is tested against local services in test_enrichment)
-    (work / "site.toml").write_text("".join(f"[enrichment.{name}]\nenabled = false\n"
-                                            for name in ("simbad", "vsx", "milliquas", "skybot", "colibri")))
     instance = DachsInstance(work / "root", max_jobs=2, max_upload=MAX_UPLOAD,
                              server_env={"RAPAS_REFCAT": str(work / "refcat.fits"),
                                          "RAPAS_CONFIG": str(work / "site.toml")})
+    # the site configuration the jobs' pipeline reads: VSX from the archive's
+    # own TAP, the other services off (they are tested in test_enrichment)
+    (work / "site.toml").write_text(
+        "".join(f"[enrichment.{name}]\nenabled = false\n" for name in ("simbad", "milliquas", "skybot", "colibri"))
+        + f'[enrichment.vsx]\nurl = "{instance.url}/tap"\ntable = "localcat.vsx"\ntimeout = 20\n')
     try:
         instance.start()
+        instance.load_crossid_catalogues({"vsx": _variables(sky)})
         instance.add_user("alice", "s3cret", "rapas")
         instance.add_user("mallory", "hunter2")          # a DaCHS user outside the network
         instance.work, instance.sky = work, sky
@@ -49,6 +51,23 @@ def service(tmp_path_factory):
         yield instance
     finally:
         instance.stop()
+
+
+VARIABLES = ("V0001 Sim", "V0002 Sim", "V0003 Sim")
+
+
+def _variables(sky):
+    """A VSX-like table naming three bright isolated stars of the sky (J2000 positions)."""
+    from astropy.table import Table
+    t = sky.truth
+    order = np.argsort(t["ref_mag"])
+    pick = [k for k in order if 14 < t["ref_mag"][k] < 16 and not t["saturated"][k]
+            and np.sort(np.hypot(t["x"] - t["x"][k], t["y"] - t["y"][k]))[1] > 10][:len(VARIABLES)]
+    years = 2000.0 - 2016.0
+    dec = t["dec"][pick] + t["pmdec"][pick] * years / 3.6e6
+    ra = t["ra"][pick] + t["pmra"][pick] * years / 3.6e6 / np.cos(np.radians(t["dec"][pick]))
+    return Table({"Name": list(VARIABLES), "RAJ2000": ra, "DEJ2000": dec, "Type": ["EA"] * len(pick),
+                  "Period": [1.1, 2.2, 3.3][:len(pick)]})
 
 
 def exposure(service, noise_seed, **header):
@@ -97,9 +116,10 @@ def test_end_to_end_submission_is_archived_and_matches_truth(service):
     archived = json.loads(client.result(job_url, "archive.json"))
     summary = json.loads(client.result(job_url, "summary.json"))
     assert abs(summary["zero_point"] - service.sky.params["zero_point"]) < 0.01
-    # the job read the site configuration (RAPAS_CONFIG): enrichment switched off
-    assert {e["status"] for e in summary["enrichment"].values()} == {"disabled"}
-    assert summary["enrichment_missing"] == []
+    # the job read the site configuration (RAPAS_CONFIG): VSX from the archive's TAP, the rest off
+    assert {n: e["status"] for n, e in summary["enrichment"].items()} == {
+        "simbad": "disabled", "vsx": "ok", "milliquas": "disabled", "skybot": "disabled", "colibri": "disabled"}
+    assert summary["enrichment_missing"] == [] and summary["enrichment"]["vsx"]["matched"] == len(VARIABLES)
     # the image is in SIAP2 at once, under its publisher DID
     sia = pyvo.dal.SIA2Service(service.url + "/rapas/q/siap2/siap2.xml", check_baseurl=False)
     found = sia.search(pos=(summary["ra_center"], summary["dec_center"], 0.01)).to_table()
@@ -113,6 +133,11 @@ def test_end_to_end_submission_is_archived_and_matches_truth(service):
     assert len(resid) > 50
     assert abs(np.median(resid)) < 0.01 and mad_std(resid) < 0.03
     assert len(rows) <= archived["n_sources"] == summary["n_sources"]
+    # the variables are named in the archive, and listed as notable in the field
+    tap = pyvo.dal.TAPService(service.url + "/tap")
+    named = tap.search("SELECT s.vsx_name, n.kind FROM rapas.sources AS s JOIN rapas.notable AS n"
+                       " ON n.source_id = s.source_id WHERE s.obs_id='%s'" % archived["obs_id"]).to_table()
+    assert sorted(named["vsx_name"]) == list(VARIABLES) and set(named["kind"]) == {"variable star"}
 
 
 def test_progress_is_visible_while_the_job_runs(service):

@@ -90,6 +90,15 @@ def _register(job, name, mime):
     job._addResultInJobDir(mime, name)
 
 
+def _job_environment():
+    """The server's environment, single-threaded numerics, and DaCHS's cache
+    directory for reference-catalogue fields unless RAPAS_CACHE_DIR says otherwise."""
+    from gavo import base
+    env = dict(os.environ, **SINGLE_THREADED)
+    env.setdefault("RAPAS_CACHE_DIR", os.path.join(base.getConfig("cacheDir"), "rapas"))
+    return env
+
+
 def _run_pipeline(job, image, options):
     """Run rapas-reduce in its own process group; returns its exit status.
 
@@ -99,7 +108,7 @@ def _run_pipeline(job, image, options):
     command = [REDUCE, str(image), "--out", str(wd), "--quiet", *options]
     with open(wd / "pipeline.stderr", "wb") as stderr:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr,
-                                   start_new_session=True, cwd=wd, env=dict(os.environ, **SINGLE_THREADED))
+                                   start_new_session=True, cwd=wd, env=_job_environment())
     limit = job.executionDuration or None
     try:
         return process.wait(timeout=limit)
