@@ -26,11 +26,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from astropy import units as u
-from astropy.coordinates import SkyCoord
+from astropy.constants import au
+from astropy.coordinates import SkyCoord, angular_separation
 from astropy.table import Table
 from astropy.time import Time
 
 from .net import Budget, ServiceUnavailable, TimeoutSession, reason, with_budget
+from .refcat import at_epoch
 
 #: enrichment columns of the source table: name -> empty value
 COLUMNS = {
@@ -50,7 +52,6 @@ UNREFINED_ERROR = 1.0
 MAX_PROPER_MOTION, MAX_PM_WIDENING = 0.5, 15.0
 #: an alert position is tied to a source only when it is this good (arcsec)
 ALERT_MAX_ERROR = 10.0
-AU_M = 149_597_870_700.0
 
 
 @dataclass(frozen=True)
@@ -189,9 +190,11 @@ def _apply(found, columns, notable):
 # ---- matching -----------------------------------------------------------------
 def match_radius_arcsec(astrometric_rms_arcsec, catalogue_err_arcsec):
     """``MATCH_SIGMA`` times the source's and the catalogue's position errors
-    added in quadrature, kept within [MIN_RADIUS, MAX_RADIUS] arcsec."""
+    added in quadrature, kept within [MIN_RADIUS, MAX_RADIUS] arcsec (the
+    catalogue error may be an array: one radius per object)."""
     astrom = astrometric_rms_arcsec if np.isfinite(astrometric_rms_arcsec) else UNREFINED_ERROR
-    return float(np.clip(MATCH_SIGMA * np.hypot(astrom, catalogue_err_arcsec), MIN_RADIUS, MAX_RADIUS))
+    radius = np.clip(MATCH_SIGMA * np.hypot(astrom, catalogue_err_arcsec), MIN_RADIUS, MAX_RADIUS)
+    return float(radius) if np.ndim(radius) == 0 else radius
 
 
 def one_to_one(source_index, object_key, distance):
@@ -235,7 +238,8 @@ def _tap_crossmatch(catalogue, options, ra, dec, field, session_factory):
     pairs, attempts = with_budget(Budget.from_config(options), attempt)
     pairs = _lower_case(pairs)
     source = np.asarray(pairs["row_id"], int)
-    cat_ra, cat_dec = _at_epoch(pairs, years) if catalogue.pm else (pairs["cat_ra"], pairs["cat_dec"])
+    cat_ra, cat_dec = (_at_epoch(pairs, catalogue.epoch, field.time_mid.jyear) if catalogue.pm
+                       else (np.asarray(pairs["cat_ra"], float), np.asarray(pairs["cat_dec"], float)))
     dist = _separation_arcsec(ra[source], dec[source], cat_ra, cat_dec)
     near = np.flatnonzero(dist <= radius)
     keep = near[one_to_one(source[near], _text(pairs[catalogue.id_alias])[near], dist[near])]
@@ -245,22 +249,19 @@ def _tap_crossmatch(catalogue, options, ra, dec, field, session_factory):
     return _Found(source, values, _listed(catalogue, pairs, values, source)), attempts
 
 
-def _at_epoch(pairs, years):
-    """Catalogue positions moved by their proper motions (none given: none)."""
-    pmra = np.ma.filled(np.ma.asarray(pairs["cat_pmra"], dtype=float), 0.0)
-    pmdec = np.ma.filled(np.ma.asarray(pairs["cat_pmdec"], dtype=float), 0.0)
-    pmra, pmdec = np.nan_to_num(pmra), np.nan_to_num(pmdec)
-    dec = np.asarray(pairs["cat_dec"], float)
-    cos_dec = np.maximum(np.cos(np.radians(dec)), 1e-6)
-    return (np.asarray(pairs["cat_ra"], float) + pmra * years / 3.6e6 / cos_dec) % 360.0, \
-        dec + pmdec * years / 3.6e6
+def _at_epoch(pairs, epoch, jyear):
+    """Catalogue positions at ``jyear`` from their proper motions (missing: none)."""
+    moving = Table({"ra": np.asarray(pairs["cat_ra"], float), "dec": np.asarray(pairs["cat_dec"], float),
+                    "pmra": np.nan_to_num(_column_values(pairs["cat_pmra"], np.nan)),
+                    "pmdec": np.nan_to_num(_column_values(pairs["cat_pmdec"], np.nan)),
+                    "ref_epoch": np.full(len(pairs), epoch)})
+    moved = at_epoch(moving, jyear)
+    return np.asarray(moved["ra"]), np.asarray(moved["dec"])
 
 
 def _separation_arcsec(ra1, dec1, ra2, dec2):
-    """Great-circle distances (arcsec) between paired positions (deg), by haversine."""
-    ra1, dec1, ra2, dec2 = (np.radians(np.asarray(v, float)) for v in (ra1, dec1, ra2, dec2))
-    h = np.sin(0.5 * (dec2 - dec1)) ** 2 + np.cos(dec1) * np.cos(dec2) * np.sin(0.5 * (ra2 - ra1)) ** 2
-    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(h, 0, 1)))) * 3600.0
+    """Distances (arcsec) between paired positions (deg)."""
+    return np.degrees(angular_separation(*(np.radians(np.asarray(v, float)) for v in (ra1, dec1, ra2, dec2)))) * 3600
 
 
 def _listed(catalogue, pairs, values, source):
@@ -306,6 +307,11 @@ def _column_values(column, empty):
     return _text(column).astype(object)
 
 
+def _floats(texts):
+    """Numbers from text fields, NaN where there is none ('-', '')."""
+    return np.array([np.nan if (v := _float(text)) is None else v for text in texts], dtype=float)
+
+
 def _float(value):
     try:
         value = float(value)
@@ -334,8 +340,7 @@ def _skybot(options, ra, dec, field, session_factory):
         objects["ra"], objects["dec"] = topocentric(objects["ra"], objects["dec"], objects["dg_au"],
                                                     field.site, field.time_mid)
     index, sep = _nearest_sources(objects["ra"], objects["dec"], ra, dec,
-                                  np.maximum(MATCH_SIGMA * np.hypot(objects["err_arcsec"], _astrom(field)),
-                                             MIN_RADIUS))
+                                  match_radius_arcsec(field.astrometric_rms_arcsec, np.asarray(objects["err_arcsec"])))
     matched = index >= 0
     values = {"skybot_name": np.asarray(objects["name"], dtype=object)[matched],
               "skybot_class": np.asarray(objects["class"], dtype=object)[matched]}
@@ -376,7 +381,7 @@ def parse_skybot(text):
     table = Table({"number": data["Num"], "name": data["Name"], "ra": coords.ra.deg, "dec": coords.dec.deg,
                    "class": data["Class"]})
     for src, dst in (("Mv", "vmag"), ("Err(arcsec)", "err_arcsec"), ("Dg(ua)", "dg_au")):
-        table[dst] = np.array([_float(v) or np.nan for v in data.get(src, ["nan"] * len(rows))])
+        table[dst] = _floats(data.get(src, [None] * len(rows)))
     table["err_arcsec"] = np.where(np.isfinite(table["err_arcsec"]), table["err_arcsec"], 1.0)
     return table
 
@@ -389,7 +394,7 @@ def topocentric(ra, dec, distance_au, site, time):
     no polar motion (errors well under 0.1 arcsec in the shift)."""
     import erfa
     lat, lon, height = site
-    itrs = erfa.gd2gc(1, np.radians(lon), np.radians(lat), height) / AU_M
+    itrs = erfa.gd2gc(1, np.radians(lon), np.radians(lat), height) / au.to_value(u.m)
     utc = time.utc
     tt = utc.tt
     c2t = erfa.c2t06a(tt.jd1, tt.jd2, utc.jd1, utc.jd2, 0.0, 0.0)
@@ -400,11 +405,6 @@ def topocentric(ra, dec, distance_au, site, time):
     topo = np.where(np.isfinite(d), unit * d - obs[:, None], unit)
     return (np.degrees(np.arctan2(topo[1], topo[0])) % 360.0,
             np.degrees(np.arctan2(topo[2], np.hypot(topo[0], topo[1]))))
-
-
-def _astrom(field):
-    rms = field.astrometric_rms_arcsec
-    return rms if np.isfinite(rms) else UNREFINED_ERROR
 
 
 def _nearest_sources(obj_ra, obj_dec, ra, dec, radius_arcsec):
@@ -444,8 +444,7 @@ def _colibri(options, ra, dec, field, session_factory):
 
     events, attempts = with_budget(Budget.from_config(options), attempt)
     err = np.array([e["error_arcsec"] if e["error_arcsec"] is not None else np.inf for e in events])
-    radius = np.where(err <= ALERT_MAX_ERROR, np.maximum(MATCH_SIGMA * np.hypot(err, _astrom(field)), MIN_RADIUS),
-                      -1.0)
+    radius = np.where(err <= ALERT_MAX_ERROR, match_radius_arcsec(field.astrometric_rms_arcsec, err), -1.0)
     index, sep = _nearest_sources([e["ra"] for e in events], [e["dec"] for e in events], ra, dec, radius)
     matched = index >= 0
     for k, event in enumerate(events):
