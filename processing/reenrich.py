@@ -31,11 +31,12 @@ def reenrich(product_dir, out_dir, config, echo=False):
     missing = [name for name in NEEDED if not (product_dir / name).is_file()]
     if missing:
         raise ValueError(f"{product_dir} is not a RAPAS product directory: missing {', '.join(missing)}")
-    if out.resolve() != product_dir.resolve():
-        out.mkdir(parents=True, exist_ok=True)
-        for item in product_dir.iterdir():
-            if item.is_file() and item.name != SUMMARY_NAME:
-                shutil.copyfile(item, out / item.name)
+    if out.resolve() == product_dir.resolve():
+        raise ValueError("--out must be a new directory (the products there are ingested afterwards)")
+    out.mkdir(parents=True, exist_ok=True)
+    for item in product_dir.iterdir():
+        if item.is_file() and item.name != SUMMARY_NAME:
+            shutil.copyfile(item, out / item.name)
     summary = json.loads((product_dir / SUMMARY_NAME).read_text())
     (out / SUMMARY_NAME).unlink(missing_ok=True)       # the directory is complete again only at the end
     sources = Table.read(out / "sources.fits")
@@ -66,7 +67,7 @@ def main(argv=None):
     from .cli import base_config
     p = argparse.ArgumentParser(prog="rapas-enrich", description=__doc__.split("\n")[0])
     p.add_argument("product_dir", help="a reduced frame's directory (summary.json, sources.fits, ...)")
-    p.add_argument("--out", required=True, help="where the updated products go (may be PRODUCT_DIR)")
+    p.add_argument("--out", required=True, help="a new directory for the updated products")
     p.add_argument("--config", help="site configuration (TOML); default $RAPAS_CONFIG")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)

@@ -170,3 +170,16 @@ def test_gaia_field_cache_answers_the_second_frame_without_a_request(tmp_path, m
     for got, (ra, dec, r, mag) in ((first, (30.001, -10.002, 0.2, 19.0)), (second, (30.003, -9.998, 0.19, 19.0))):
         want = (c.separation(SkyCoord(ra * u.deg, dec * u.deg)).deg <= r) & (cat["phot_g_mean_mag"] < mag)
         assert sorted(got["source_id"]) == sorted(cat["source_id"][want])
+
+
+def test_rapas_enrich_refuses_what_is_not_a_product_directory(tmp_path, capsys):
+    from processing import reenrich
+    assert reenrich.main([str(tmp_path), "--out", str(tmp_path / "new"), "--quiet"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert message.startswith("rapas-enrich: ") and "missing calibrated.fits, sources.fits, summary.json" in message
+    assert not (tmp_path / "new").exists()
+    for name in reenrich.NEEDED:
+        (tmp_path / name).write_text("x")
+    assert reenrich.main([str(tmp_path), "--out", str(tmp_path), "--quiet"]) == 2
+    assert "--out must be a new directory" in capsys.readouterr().err
+    assert (tmp_path / "summary.json").read_text() == "x"
