@@ -6,7 +6,8 @@
     (VizieR B/vsx/vsx) and the Milliquas quasar catalogue (VizieR VII/294),
     with the column names of the services they come from, so that the RAPAS
     pipeline runs the same ADQL upload joins against this archive's TAP
-    service as against SIMBAD and VizieR.  Loaded with "make refcat" from
+    service as against SIMBAD and VizieR (ADQL names are case-insensitive;
+    they are declared in lower case here, as DaCHS returns them).  Loaded with "make refcat" from
     FITS tables in the resource directory's refcat/ folder: a site without
     internet enriches its sources from them.
   </meta>
@@ -36,29 +37,29 @@
 
   <table id="vsx" onDisk="True" adql="True" mixin="//scs#pgs-pos-index">
     <meta name="description">VSX variable stars with VizieR B/vsx/vsx column names.</meta>
-    <column name="Name" type="text" required="True" ucd="meta.id;meta.main"
+    <column name="name" type="text" required="True" ucd="meta.id;meta.main"
       tablehead="Name" verbLevel="1" description="VSX star name"/>
-    <column name="RAJ2000" type="double precision" unit="deg" ucd="pos.eq.ra;meta.main" required="True"
+    <column name="raj2000" type="double precision" unit="deg" ucd="pos.eq.ra;meta.main" required="True"
       tablehead="RA" verbLevel="1" description="Right ascension (J2000)"/>
-    <column name="DEJ2000" type="double precision" unit="deg" ucd="pos.eq.dec;meta.main" required="True"
+    <column name="dej2000" type="double precision" unit="deg" ucd="pos.eq.dec;meta.main" required="True"
       tablehead="Dec" verbLevel="1" description="Declination (J2000)"/>
-    <column name="Type" type="text" ucd="src.class;src.var" tablehead="Type" verbLevel="1"
+    <column name="type" type="text" ucd="src.class;src.var" tablehead="Type" verbLevel="1"
       description="Variability type (GCVS convention)"/>
-    <column name="Period" type="double precision" unit="d" ucd="time.period;src.var"
+    <column name="period" type="double precision" unit="d" ucd="time.period;src.var"
       tablehead="Period" verbLevel="5" description="Period"/>
   </table>
 
   <table id="milliquas" onDisk="True" adql="True" mixin="//scs#pgs-pos-index">
     <meta name="description">Milliquas quasars and AGN with VizieR VII/294 column names.</meta>
-    <column name="Name" type="text" required="True" ucd="meta.id;meta.main"
+    <column name="name" type="text" required="True" ucd="meta.id;meta.main"
       tablehead="Name" verbLevel="1" description="Object name"/>
-    <column name="RAJ2000" type="double precision" unit="deg" ucd="pos.eq.ra;meta.main" required="True"
+    <column name="raj2000" type="double precision" unit="deg" ucd="pos.eq.ra;meta.main" required="True"
       tablehead="RA" verbLevel="1" description="Right ascension (J2000)"/>
-    <column name="DEJ2000" type="double precision" unit="deg" ucd="pos.eq.dec;meta.main" required="True"
+    <column name="dej2000" type="double precision" unit="deg" ucd="pos.eq.dec;meta.main" required="True"
       tablehead="Dec" verbLevel="1" description="Declination (J2000)"/>
-    <column name="Type" type="text" ucd="src.class" tablehead="Type" verbLevel="1"
+    <column name="type" type="text" ucd="src.class" tablehead="Type" verbLevel="1"
       description="Classification (Q quasar, A AGN, B BL Lac, K narrow-line, N Seyfert 2, ...)"/>
-    <column name="Rmag" type="real" unit="mag" ucd="phot.mag;em.opt.R" tablehead="R" verbLevel="5"
+    <column name="rmag" type="real" unit="mag" ucd="phot.mag;em.opt.R" tablehead="R" verbLevel="5"
       description="Red magnitude"/>
     <column name="z" type="real" ucd="src.redshift" tablehead="z" verbLevel="1" description="Redshift"/>
   </table>
@@ -73,17 +74,10 @@
     <events>
       <data id="import_\table">
         <sources pattern="\pattern"/>
-        <fitsTableGrammar/>
+        <!-- the services' own spelling (Name, RAJ2000) in any case; NaN is NULL -->
+        <fitsTableGrammar lowerKeys="True" nanIsNULL="True"/>
         <make table="\table">
-          <rowmaker idmaps="*">
-            <apply name="nanIsNull">
-              <code>
-                for key, value in list(vars.items()):
-                  if isinstance(value, float) and value != value:
-                    vars[key] = None
-              </code>
-            </apply>
-          </rowmaker>
+          <rowmaker idmaps="*"/>
         </make>
       </data>
     </events>

@@ -8,21 +8,21 @@
   <meta name="creator">RAPAS tests</meta>
 
   <table id="gaiadr3" onDisk="True" adql="True" mixin="//scs#pgs-pos-index">
-    <column name="Source" type="bigint" required="True" ucd="meta.id;meta.main" description="Gaia DR3 source_id"/>
-    <column name="RA_ICRS" type="double precision" unit="deg" ucd="pos.eq.ra;meta.main" required="True"
+    <column name="source" type="bigint" required="True" ucd="meta.id;meta.main" description="Gaia DR3 source_id"/>
+    <column name="ra_icrs" type="double precision" unit="deg" ucd="pos.eq.ra;meta.main" required="True"
       description="RA at epoch 2016.0"/>
-    <column name="DE_ICRS" type="double precision" unit="deg" ucd="pos.eq.dec;meta.main" required="True"
+    <column name="de_icrs" type="double precision" unit="deg" ucd="pos.eq.dec;meta.main" required="True"
       description="Dec at epoch 2016.0"/>
-    <column name="pmRA" type="real" unit="mas/yr" ucd="pos.pm;pos.eq.ra" description="pmRA cos Dec"/>
-    <column name="pmDE" type="real" unit="mas/yr" ucd="pos.pm;pos.eq.dec" description="pmDec"/>
-    <column name="Gmag" type="real" unit="mag" ucd="phot.mag;em.opt" description="G"/>
-    <column name="BPmag" type="real" unit="mag" ucd="phot.mag;em.opt.B" description="BP"/>
-    <column name="RPmag" type="real" unit="mag" ucd="phot.mag;em.opt.R" description="RP"/>
+    <column name="pmra" type="real" unit="mas/yr" ucd="pos.pm;pos.eq.ra" description="pmRA cos Dec"/>
+    <column name="pmde" type="real" unit="mas/yr" ucd="pos.pm;pos.eq.dec" description="pmDec"/>
+    <column name="gmag" type="real" unit="mag" ucd="phot.mag;em.opt" description="G"/>
+    <column name="bpmag" type="real" unit="mag" ucd="phot.mag;em.opt.B" description="BP"/>
+    <column name="rpmag" type="real" unit="mag" ucd="phot.mag;em.opt.R" description="RP"/>
   </table>
 
   <data id="import">
     <sources pattern="refcat/vizier_gaiadr3*.fits"/>
-    <fitsTableGrammar/>
+    <fitsTableGrammar lowerKeys="True"/>
     <make table="gaiadr3">
       <rowmaker idmaps="*"/>
     </make>
