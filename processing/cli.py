@@ -6,6 +6,7 @@ Exit status 0 on success; 2 on bad input (one line on stderr saying why);
 import argparse
 import json
 import os
+import re
 import sys
 import tomllib
 
@@ -69,6 +70,9 @@ def config_from_args(args):
     if args.no_enrich:
         options["enrichment"] = {}
     if args.observatory_code:
+        if not re.fullmatch(r"[0-9A-Z][0-9]{2}", args.observatory_code):
+            raise ValueError(f"observatory code {args.observatory_code!r} is not an MPC code"
+                             " (three characters, e.g. C95 or 568)")
         options["observatory_code"] = args.observatory_code
     return base_config(args.config).with_options(**options)
 

@@ -487,7 +487,8 @@
     <meta name="title">RAPAS frame reduction (UWS)</meta>
     <meta name="description">Submit one FITS frame: the RAPAS pipeline
       reduces it server-side (WCS refinement or blind solving, aperture and
-      PSF photometry, Gaia DR3 zero point and colour term) and the calibrated
+      PSF photometry, Gaia DR3 zero point and colour term, cross-identification
+      with SIMBAD, VSX, Milliquas, SkyBoT and Astro-COLIBRI) and the calibrated
       image and its sources enter the archive at once.  Jobs follow IVOA UWS
       1.1; the image travels as a DALI upload (UPLOAD=image,param:PART).
       Members of the RAPAS network only (HTTP basic authentication).</meta>
@@ -530,6 +531,10 @@
           description="Four aperture radii in FWHM units, comma-separated (default 1,1.5,2,3)"/>
         <inputKey name="site" type="text" tablehead="Site"
           description="Observatory 'lat,lon[,height_m]' when the header has none"/>
+        <inputKey name="observatory_code" type="text" tablehead="MPC code"
+          description="MPC observatory code, e.g. C95: minor planets are looked up for it (topocentric)"/>
+        <inputKey name="enrich" type="boolean" tablehead="Catalogue enrichment"
+          description="Cross-identify the sources with SIMBAD, VSX, Milliquas, SkyBoT and Astro-COLIBRI (default true)"/>
       </inputTable>
       <coreProc>
         <setup>

@@ -140,6 +140,15 @@ def test_end_to_end_submission_is_archived_and_matches_truth(service):
     assert sorted(named["vsx_name"]) == list(VARIABLES) and set(named["kind"]) == {"variable star"}
 
 
+def test_enrichment_and_observatory_code_are_job_parameters(service):
+    client = alice(service)
+    job_url, job = client.submit(exposure(service, 37), enrich="False", observatory_code="C95")
+    assert job.phase == "COMPLETED", error_message(job)
+    summary = json.loads(client.result(job_url, "summary.json"))
+    assert {e["status"] for e in summary["enrichment"].values()} == {"disabled"}
+    assert summary["observatory_code"] == "C95" and summary["notable_objects"] == []
+
+
 def test_progress_is_visible_while_the_job_runs(service):
     client = alice(service)
     job_url = client.create(exposure(service, 3))
@@ -174,6 +183,8 @@ BAD = [
     ("unknown filter", lambda s: exposure(s, 31, FILTER="H-alpha").read_bytes(), "ha.fits", {}, "unknown filter"),
     ("negative EXPTIME", lambda s: exposure(s, 32, EXPTIME=-30.0).read_bytes(), "neg.fits", {}, "positive"),
     ("unknown band parameter", lambda s: exposure(s, 33).read_bytes(), "b.fits", {"band": "Q"}, "unknown filter"),
+    ("bad observatory code", lambda s: exposure(s, 36).read_bytes(), "code.fits",
+     {"observatory_code": "C95; rm -rf /"}, "not an MPC code"),
     ("file name with path characters", lambda s: b"not a frame", "../../../../tmp/rapas_escape.fits", {},
      "not a readable FITS"),
 ]

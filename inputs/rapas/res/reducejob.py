@@ -68,7 +68,8 @@ def pipeline_arguments(inputTable):
     for par, flag in (("band", "--band"), ("threshold", "--threshold"), ("seeing", "--seeing"),
                       ("border", "--border"), ("max_calib_mag", "--max-calib-mag"),
                       ("plate_solve", "--solve"), ("solve_timeout", "--solve-timeout"),
-                      ("apertures", "--apertures"), ("site", "--site")):
+                      ("apertures", "--apertures"), ("site", "--site"),
+                      ("observatory_code", "--observatory-code")):
         value = inputTable.getParam(par)
         if value is not None and value != "":
             options += [flag, str(value)]
@@ -76,6 +77,8 @@ def pipeline_arguments(inputTable):
         options.append("--no-psf")
     if inputTable.getParam("cosmics"):
         options.append("--cosmics")
+    if inputTable.getParam("enrich") is False:
+        options.append("--no-enrich")
     config = site_config()
     if config:
         options += ["--config", config]
