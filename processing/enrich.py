@@ -347,11 +347,17 @@ def _skybot(options, ra, dec, field, session_factory):
     notable = [dict(catalogue="skybot", name=str(o["name"]),
                     kind="comet" if str(o["class"]).lower().startswith("comet") else "minor planet",
                     object_type=str(o["class"]), ra=float(o["ra"]), dec=float(o["dec"]), mag=_float(o["vmag"]),
-                    redshift=None, source_num=int(index[k]) + 1 if index[k] >= 0 else None,
-                    separation_arcsec=float(sep[k]) if index[k] >= 0 else None,
-                    error_arcsec=_float(o["err_arcsec"]))
-               for k, o in enumerate(objects)]
-    return _Found(index[matched], values, notable), attempts
+                    redshift=None, error_arcsec=_float(o["err_arcsec"]))
+               for o in objects]
+    return _Found(index[matched], values, _tie_to_sources(notable, index, sep)), attempts
+
+
+def _tie_to_sources(notable, index, sep):
+    """Each listed object's matched source (1-based number) and distance, or None."""
+    for entry, k, d in zip(notable, index, sep):
+        entry["source_num"] = int(k) + 1 if k >= 0 else None
+        entry["separation_arcsec"] = float(d) if k >= 0 else None
+    return notable
 
 
 SKYBOT_COLUMNS = {"Num": "number", "Name": "name", "RA(h)": "ra", "DE(deg)": "dec", "Class": "class",
@@ -447,11 +453,8 @@ def _colibri(options, ra, dec, field, session_factory):
     radius = np.where(err <= ALERT_MAX_ERROR, match_radius_arcsec(field.astrometric_rms_arcsec, err), -1.0)
     index, sep = _nearest_sources([e["ra"] for e in events], [e["dec"] for e in events], ra, dec, radius)
     matched = index >= 0
-    for k, event in enumerate(events):
-        event["source_num"] = int(index[k]) + 1 if index[k] >= 0 else None
-        event["separation_arcsec"] = float(sep[k]) if index[k] >= 0 else None
     names = np.array([e["name"] for e in events], dtype=object)
-    return _Found(index[matched], {"colibri_name": names[matched]}, events), attempts
+    return _Found(index[matched], {"colibri_name": names[matched]}, _tie_to_sources(events, index, sep)), attempts
 
 
 def parse_colibri(answer):

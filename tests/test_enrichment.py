@@ -282,6 +282,11 @@ def test_gaia_recovers_the_injected_source_ids(sky, enriched):
     assert int(wrong.sum()) == 0
 
 
+def _notable(result, catalogue):
+    """The image's notable objects from one catalogue, by name."""
+    return {o["name"]: o for o in result.summary["notable_objects"] if o["catalogue"] == catalogue}
+
+
 def test_minor_planet_gets_its_designation(sky, enriched, standins):
     sim, t, _ = sky
     result, _ = enriched
@@ -293,7 +298,7 @@ def test_minor_planet_gets_its_designation(sky, enriched, standins):
     asked = standins.last["skybot"]
     assert asked["-loc"] == OBSERVATORY and asked["-mime"] == "text"
     assert float(asked["-ep"]) == pytest.approx(t["t_mid"].jd, abs=1e-5)
-    listed = {o["name"]: o for o in result.summary["notable_objects"] if o["catalogue"] == "skybot"}
+    listed = _notable(result, "skybot")
     assert set(listed) == {"2001 SM1", "2019 FT7"}
     assert listed["2001 SM1"]["source_num"] == k + 1 and listed["2019 FT7"]["source_num"] is None
     assert listed["2019 FT7"]["kind"] == "minor planet"
@@ -306,7 +311,7 @@ def test_transient_alert_is_tied_to_its_source_and_the_grb_listed(sky, enriched,
     k = _source_at(result, tr["ra"], tr["dec"])
     assert k >= 0 and result.sources["colibri_name"][k] == "AT 2026abc"
     assert (np.asarray(result.sources["colibri_name"]) != "").sum() == 1
-    listed = {o["name"]: o for o in result.summary["notable_objects"] if o["catalogue"] == "colibri"}
+    listed = _notable(result, "colibri")
     assert set(listed) == {"AT 2026abc", "GRB 260313A"}
     assert listed["GRB 260313A"]["source_num"] is None
     assert listed["GRB 260313A"]["error_arcsec"] == pytest.approx(1080.0)
