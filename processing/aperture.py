@@ -11,9 +11,59 @@ import numpy as np
 import sep_x as sep
 from astropy.stats import sigma_clipped_stats
 
-from .detect import FLAG_EDGE, FLAG_MASKED, FLAG_SATURATED, FLAG_SKY_POOR
+from .contract import FLAG_EDGE, FLAG_MASKED, FLAG_SATURATED, FLAG_SKY_POOR
 
 MAG_PER_FLUX_ERR = 2.5 / np.log(10)   # 1.0857: d(mag) = 1.0857 d(flux)/flux
+#: S/N in the total-flux aperture for aperture-correction stars: enough stars
+#: for a spatial map matters more than the few brightest (they are weighted)
+APCOR_MIN_SNR = 30.0
+
+
+@dataclass(frozen=True)
+class Apertures:
+    """Aperture radii (pixels) of one frame, from its FWHM."""
+    reported: tuple            # the catalogue's mag_ap1..4
+    calibration: float         # calibrated, corrected to total
+    total: float               # taken as "total flux"
+    annulus: tuple             # local sky, inner and outer radius
+
+    @classmethod
+    def for_fwhm(cls, fwhm, config):
+        return cls(reported=tuple(r * fwhm for r in config.aperture_radii_fwhm),
+                   calibration=config.calibration_radius_fwhm * fwhm,
+                   total=config.total_radius_fwhm * fwhm,
+                   annulus=tuple(r * fwhm for r in config.sky_annulus_fwhm))
+
+    @property
+    def measured(self):
+        return list(self.reported) + [self.calibration, self.total]
+
+
+@dataclass
+class Photometry:
+    """Aperture (and PSF) photometry of every source, instrumental:
+    magnitudes are -2.5 log10(ADU/s)."""
+    x: np.ndarray                  # windowed centroids, 0-based pixels
+    y: np.ndarray
+    fwhm: float                    # pixels
+    apertures: Apertures
+    inst: dict                     # radius -> (mag, err)
+    snr: np.ndarray                # in the calibration aperture
+    flags: np.ndarray
+    m_inst: np.ndarray             # calibration aperture corrected to total
+    e_inst: np.ndarray
+    apcor: float                   # the correction at the frame centre
+    apcor_err: float
+    exclude: np.ndarray            # pixels no sky or limit measurement may use
+    sky_level: np.ndarray          # local sky per source (ADU/pixel)
+    m_psf: np.ndarray | None = None
+    e_psf: np.ndarray | None = None
+    apcor_psf: float = np.nan
+
+    @property
+    def m_cal_aperture(self):
+        """(mag, err) in the calibration aperture, not corrected."""
+        return self.inst[self.apertures.calibration]
 
 
 @dataclass
@@ -68,7 +118,7 @@ def local_sky(data_sub, x, y, r_in, r_out, exclude):
     return LocalSky(level=level, sigma=sigma, npix=npix), dy.size
 
 
-def measure(data_sub, x, y, radii, rms, gain, bad, saturated, sky, n_annulus_nominal):
+def measure(data_sub, x, y, radii, rms, gain, masks, sky, n_annulus_nominal):
     """Fluxes, errors and flags for every radius (pixels).
 
     Returns dict radius -> (flux, flux_err), and per-source flags.  The
@@ -80,19 +130,28 @@ def measure(data_sub, x, y, radii, rms, gain, bad, saturated, sky, n_annulus_nom
     sky_var_per_pix = np.where(sky.npix > 0, sky.sigma ** 2 / np.maximum(sky.npix, 1), 0.0)
     for r in radii:
         flux, flux_err, sep_flag = sep.sum_circle(data_sub, x, y, r, err=rms, gain=gain,
-                                                  mask=bad, subpix=5)
+                                                  mask=masks.bad, subpix=5)
         area = np.pi * r ** 2
         flux = flux - sky_level * area
         flux_err = np.sqrt(flux_err ** 2 + area ** 2 * np.nan_to_num(sky_var_per_pix))
         results[r] = (flux, flux_err)
         if r == max(radii):
             outer_flag = sep_flag
-    saturated_sum, _, _ = sep.sum_circle(saturated.astype(np.float32), x, y, max(radii), subpix=1)
+    saturated_sum, _, _ = sep.sum_circle(masks.saturated.astype(np.float32), x, y, max(radii), subpix=1)
     flags = (np.where(outer_flag & sep.APER_HASMASKED, FLAG_MASKED, 0)
              | np.where(outer_flag & sep.APER_TRUNC, FLAG_EDGE, 0)
              | np.where(saturated_sum > 0, FLAG_SATURATED, 0)
              | np.where(sky.npix < 0.5 * n_annulus_nominal, FLAG_SKY_POOR, 0))
     return results, flags.astype(np.int32)
+
+
+def correction_stars(point_like, flags, x, y, isolation_px, snr):
+    """Stars fit to measure an aperture correction: point-like, unflagged,
+    with no detected neighbour within ``isolation_px`` and S/N above
+    ``APCOR_MIN_SNR`` in the larger aperture (whose sky noise dominates the
+    correction's error; the fit weights each star by it)."""
+    from .detect import isolated
+    return point_like & (flags == 0) & isolated(x, y, isolation_px) & (snr > APCOR_MIN_SNR)
 
 
 def instrumental_mag(flux, flux_err, exptime):

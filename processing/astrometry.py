@@ -5,6 +5,7 @@ All WCS objects handed on are ICRS; distortion (SIP, TPV) is kept.
 import shutil
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,27 +15,20 @@ from astropy.table import Table
 from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import fit_wcs_from_points, proj_plane_pixel_scales
 
+from .crossmatch import nearest_match
 from .errors import AstrometryError, one_line
 
 MIN_PIXSCALE, MAX_PIXSCALE = 0.03, 120.0     # arcsec/pixel considered plausible
 
 
-def nearest_match(ra1, dec1, ra2, dec2, radius_arcsec):
-    """One-to-one match: pairs that are each other's nearest neighbour within
-    ``radius_arcsec``.  Returns (index1, index2, separation_arcsec).
-
-    (stdpipe's ``spherical_match`` returns every pair within the radius, which
-    lets faint catalogue neighbours into a WCS fit.)
-    """
-    if len(ra1) == 0 or len(ra2) == 0:
-        empty = np.array([], dtype=int)
-        return empty, empty, np.array([])
-    c1 = SkyCoord(np.asarray(ra1) * u.deg, np.asarray(dec1) * u.deg)
-    c2 = SkyCoord(np.asarray(ra2) * u.deg, np.asarray(dec2) * u.deg)
-    idx12, sep12, _ = c1.match_to_catalog_sky(c2)
-    idx21, _, _ = c2.match_to_catalog_sky(c1)
-    i1 = np.flatnonzero((idx21[idx12] == np.arange(len(c1))) & (sep12.arcsec <= radius_arcsec))
-    return i1, idx12[i1], sep12.arcsec[i1]
+@dataclass
+class Solution:
+    """The frame's WCS (ICRS, distortion kept) and how it was obtained."""
+    wcs: WCS
+    source: str                          # header, refined or solved
+    rms_arcsec: float = np.nan           # catalogue minus WCS positions of the fitted stars
+    n_stars: int = 0
+    sip_order: int | None = None         # of the refined WCS
 
 
 def pixel_scale_arcsec(wcs):
@@ -142,7 +136,7 @@ def refine(wcs, x, y, cat, fwhm_px, sip_order, log):
     A wide one-to-one match fits a linear WCS (absorbs offsets of tens of
     arcsec and rotations of a degree); narrower matches then fit SIP
     distortion, each time rejecting pairs beyond 3 robust sigma (blends and
-    stars pulled by undetected neighbours).  Returns (wcs, rms_arcsec, n).
+    stars pulled by undetected neighbours).  Returns a ``Solution`` ('refined').
     """
     from stdpipe.astrometry import refine_wcs_simple
     scale = pixel_scale_arcsec(wcs)
@@ -171,7 +165,7 @@ def refine(wcs, x, y, cat, fwhm_px, sip_order, log):
         current = new
     rms, _ = residual_rms(current, x[oidx], y[oidx], cat["ra"][cidx], cat["dec"][cidx], narrow)
     log(f"refined WCS: {len(oidx)} stars, RMS {rms:.3f} arcsec ({rms / scale:.3f} px), SIP order {sip_order}")
-    return current, rms, len(oidx)
+    return Solution(current, "refined", rms, len(oidx), sip_order)
 
 
 def residual_rms(wcs, x, y, ra, dec, radius_arcsec):

@@ -1,10 +1,11 @@
-"""``make bench``: wall time and peak memory of the full pipeline on a
-simulated 4096x4096 frame with 6000 stars, PSF photometry on, local
+"""``make bench``: wall time, CPU time and peak memory of the full pipeline
+on a simulated 4096x4096 frame with 6000 stars, PSF photometry on, local
 reference catalogue.  Targets (2 cores): <= 6 s wall, <= 1.5 GB peak RSS.
 
 The frame is simulated in a child process, so the peak resident set size
-(ru_maxrss) reported is the pipeline's alone; the wall time includes the
-pipeline's imports, as a UWS job or the CLI pays them.
+(ru_maxrss) reported is the pipeline's alone; the wall and CPU times include
+the pipeline's imports, as a UWS job or the CLI pays them.  CPU time counts
+every thread and the plotting child process.
 """
 import argparse
 import json
@@ -44,19 +45,20 @@ def main(argv=None):
 
     import warnings
     warnings.simplefilter("ignore")
+    from .logbook import cpu_seconds
+    t0, cpu0 = time.perf_counter(), cpu_seconds()
     from .config import Config
     from .pipeline import reduce
     image = work / "bench.fits"
     config = Config(enrichment={}, refcat={"kind": "file", "path": str(work / "bench_refcat.fits")})
-    t0 = time.perf_counter()
     result = reduce(image, work / "out", config)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
     peak = _peak_gb()
-    stages = result.summary["stage_times_s"]
-    print(f"{'stage':<12s} {'wall s':>8s}")
+    stages, stage_cpu = result.summary["stage_times_s"], result.summary["stage_cpu_s"]
+    print(f"{'stage':<12s} {'wall s':>8s} {'CPU s':>8s}")
     for stage, seconds in stages.items():
-        print(f"{stage:<12s} {seconds:8.3f}")
-    print(f"{'total':<12s} {wall:8.3f}   (target <= {TARGET_WALL_S} s)")
+        print(f"{stage:<12s} {seconds:8.3f} {stage_cpu[stage]:8.3f}")
+    print(f"{'total':<12s} {wall:8.3f} {cpu:8.3f}   (imports included; target <= {TARGET_WALL_S} s wall)")
     print(f"peak RSS {peak:.2f} GB (process maximum; target <= {TARGET_PEAK_GB} GB)")
     print(json.dumps({k: result.summary[k] for k in ("n_sources", "n_calibrators", "zero_point",
                                                       "fwhm_arcsec", "limiting_mag_5sigma")}))

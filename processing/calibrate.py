@@ -5,9 +5,12 @@ iterative rejection):  m_cat = m_inst + ZP(x, y) + C * (BP - RP), where
 m_inst = -2.5 log10(flux_total / EXPTIME) and ZP(x, y) is a polynomial of
 order ``zp_spatial_order``.  Reported ``zero_point`` is ZP at the frame centre.
 No fitted value is rounded.
+
+The sources are paired with the reference stars once, before calibration
+(``crossmatch.nearest_match``); the fit is given those pairs only.
 """
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from astropy.stats import mad_std
@@ -19,7 +22,20 @@ MIN_CALIBRATORS = 5
 
 
 @dataclass
+class GaiaMatch:
+    """One-to-one pairs of sources and reference stars (indices) and their
+    separations (arcsec), within ``radius_arcsec``."""
+    source_index: np.ndarray
+    ref_index: np.ndarray
+    separation: np.ndarray
+    radius_arcsec: float
+
+
+@dataclass
 class Calibration:
+    """The fitted zero point and colour term, and the calibrators: arrays
+    aligned with ``source_index`` (the sources that were paired with a usable
+    reference star), ``used`` marking those the fit kept."""
     zero_point: float
     zero_point_err: float
     colour_term: float
@@ -28,47 +44,52 @@ class Calibration:
     rms: float
     reference_band: str
     median_colour: float
-    fit: dict               # stdpipe's result (matches, model, zero_fn)
+    source_index: np.ndarray
+    catalogue_mag: np.ndarray
+    colour: np.ndarray               # BP-RP (0 when no colour term is fitted)
+    zero: np.ndarray                 # catalogue minus instrumental magnitude
+    zero_err: np.ndarray
+    zero_model: np.ndarray           # the model at each calibrator, colour term included
+    used: np.ndarray
+    zero_fn: object = field(repr=False)   # stdpipe's zero_fn(x, y, get_err=False)
 
     def zero_at(self, x, y):
-        return self.fit["zero_fn"](x, y)
+        return self.zero_fn(x, y)
 
     def zero_err_at(self, x, y):
-        return self.fit["zero_fn"](x, y, get_err=True)
+        return self.zero_fn(x, y, get_err=True)
 
 
-def calibrate(x, y, ra, dec, mag, magerr, flags, refcat, band, config, match_radius_arcsec, shape, log):
-    from stdpipe.photometry_model import match
-    ref_col = GAIA_MAG_COLUMN[band.gaia_band]
-    cat_mag = np.asarray(refcat[ref_col], dtype=float)
-    colour = np.asarray(refcat["phot_bp_mean_mag"] - refcat["phot_rp_mean_mag"], dtype=float)
+def calibrate(phot, ref, match, band, config, shape, log):
+    """Fit the zero point and colour term on the matched, usable reference
+    stars; raises ``CalibrationError`` with the reason when it cannot."""
+    from stdpipe.photometry_model import match as fit_match
+    cat_mag = np.asarray(ref[GAIA_MAG_COLUMN[band.gaia_band]], dtype=float)
+    colour = np.asarray(ref["phot_bp_mean_mag"] - ref["phot_rp_mean_mag"], dtype=float)
     usable = np.isfinite(cat_mag) & (cat_mag <= config.max_calib_mag) & (cat_mag >= config.min_calib_mag)
-    have_colour = np.isfinite(colour) & usable
-    use_colour = have_colour.sum() >= MIN_CALIBRATORS
-    if not use_colour:
-        log("reference stars have no BP-RP colours: colour term fixed at 0")
+    use_colour = (np.isfinite(colour) & usable).sum() >= MIN_CALIBRATORS
     if use_colour:
-        usable &= have_colour
+        usable &= np.isfinite(colour)
+    else:
+        log("reference stars have no BP-RP colours: colour term fixed at 0")
     if usable.sum() < MIN_CALIBRATORS:
         raise CalibrationError(f"no calibrators: only {int(usable.sum())} reference stars with "
                                f"{config.min_calib_mag:g} <= {band.gaia_band} <= {config.max_calib_mag:g}"
                                " in the field")
-    good_obj = np.isfinite(mag) & np.isfinite(magerr)
-    h, w = shape
-    n_matched, n_clean = _count_matches(ra, dec, magerr, flags, refcat[usable], match_radius_arcsec, config)
+    keep = usable[match.ref_index] & np.isfinite(phot.m_inst[match.source_index]) \
+        & np.isfinite(phot.e_inst[match.source_index])
+    src, cat = match.source_index[keep], match.ref_index[keep]
+    clean = (phot.flags[src] == 0) & (phot.e_inst[src] < 1.0 / config.min_calib_snr)
+    n_clean = int(clean.sum())
     if n_clean < MIN_CALIBRATORS:
-        raise CalibrationError(_no_calibrators(n_matched, n_clean, match_radius_arcsec, config))
-    # a spatial zero-point term only with 10 clean calibrators per coefficient
-    spatial = config.zp_spatial_order
-    while spatial > 0 and n_clean < 10 * (spatial + 1) * (spatial + 2) // 2:
-        spatial -= 1
+        raise CalibrationError(_no_calibrators(len(src), n_clean, match.radius_arcsec, config))
+    spatial = _spatial_order(config.zp_spatial_order, n_clean)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = match(
-            ra[good_obj], dec[good_obj], mag[good_obj], magerr[good_obj], flags[good_obj],
-            refcat["ra"][usable], refcat["dec"][usable], cat_mag[usable],
-            cat_color=colour[usable] if use_colour else None,
-            sr=match_radius_arcsec / 3600.0, obj_x=x[good_obj], obj_y=y[good_obj],
+        result = fit_match(
+            ref["ra"][cat], ref["dec"][cat], phot.m_inst[src], phot.e_inst[src], phot.flags[src],
+            ref["ra"][cat], ref["dec"][cat], cat_mag[cat], cat_color=colour[cat] if use_colour else None,
+            sr=1e-6, obj_x=phot.x[src], obj_y=phot.y[src],
             spatial_order=spatial, threshold=5.0, niter=10, accept_flags=0, robust=True, sn=config.min_calib_snr,
             use_color=bool(use_colour), force_color_term=None if use_colour else 0.0,
             verbose=lambda *args: log("stdpipe: " + " ".join(str(a) for a in args)))
@@ -76,29 +97,38 @@ def calibrate(x, y, ra, dec, mag, magerr, flags, refcat, band, config, match_rad
     if n_used < MIN_CALIBRATORS:
         raise CalibrationError(f"the zero-point fit kept {n_used} of {n_clean} calibrators after"
                                f" rejecting outliers ({MIN_CALIBRATORS} needed)")
-    xc, yc = 0.5 * (w - 1), 0.5 * (h - 1)
-    zp = float(np.atleast_1d(result["zero_fn"](np.array([xc]), np.array([yc])))[0])
-    zp_err = float(np.atleast_1d(result["zero_fn"](np.array([xc]), np.array([yc]), get_err=True))[0])
+    return _calibration(result, src, band, shape, use_colour, log, spatial)
+
+
+def _spatial_order(wanted, n_clean):
+    """The zero point's spatial order: 10 clean calibrators per coefficient."""
+    order = wanted
+    while order > 0 and n_clean < 10 * (order + 1) * (order + 2) // 2:
+        order -= 1
+    return order
+
+
+def _calibration(result, src, band, shape, use_colour, log, spatial):
+    """``Calibration`` from stdpipe's result (whose object indices run over ``src``)."""
+    h, w = shape
+    centre = (np.array([0.5 * (w - 1)]), np.array([0.5 * (h - 1)]))
+    zp = float(np.atleast_1d(result["zero_fn"](*centre))[0])
+    zp_err = float(np.atleast_1d(result["zero_fn"](*centre, get_err=True))[0])
     cterm = float(np.atleast_1d(result["color_term"])[0]) if use_colour else 0.0
-    cterm_err = float(np.atleast_1d(result["color_term_err"])[0]) if use_colour and result.get("color_term_err") is not None else 0.0
-    rms = float(mad_std((result["zero"] - result["zero_model"])[result["idx"]]))
-    median_colour = float(np.median(result["color"][result["idx"]])) if use_colour else 0.0
+    cterm_err = (float(np.atleast_1d(result["color_term_err"])[0])
+                 if use_colour and result.get("color_term_err") is not None else 0.0)
+    used = np.asarray(result["idx"], dtype=bool)
+    rms = float(mad_std((result["zero"] - result["zero_model"])[used]))
+    median_colour = float(np.median(result["color"][used])) if use_colour else 0.0
     log(f"zero point {zp:.4f} +/- {zp_err:.4f} mag, colour term {cterm:.4f} +/- {cterm_err:.4f},"
-        f" {n_used} calibrators, rms {rms:.3f} mag, spatial order {spatial}")
-    # map the fit's object indices (over good_obj) back to all sources
-    result["oidx_all"] = np.flatnonzero(good_obj)[result["oidx"]]
-    result["cidx_all"] = np.flatnonzero(usable)[result["cidx"]]
-    return Calibration(zp, zp_err, cterm, cterm_err, n_used, rms, band.gaia_band,
-                       median_colour, result)
-
-
-def _count_matches(ra, dec, magerr, flags, refcat, radius_arcsec, config):
-    """(matched, usable) detections: one-to-one matches with the reference
-    stars, and those of them unflagged and above the calibrator S/N."""
-    from .astrometry import nearest_match
-    oidx, _, _ = nearest_match(ra, dec, refcat["ra"], refcat["dec"], radius_arcsec)
-    clean = (flags[oidx] == 0) & (magerr[oidx] < 1.0 / config.min_calib_snr)
-    return len(oidx), int(clean.sum())
+        f" {int(used.sum())} calibrators, rms {rms:.3f} mag, spatial order {spatial}")
+    return Calibration(
+        zero_point=zp, zero_point_err=zp_err, colour_term=cterm, colour_term_err=cterm_err,
+        n_calibrators=int(used.sum()), rms=rms, reference_band=band.gaia_band, median_colour=median_colour,
+        source_index=src[result["oidx"]], catalogue_mag=np.asarray(result["cmag"]),
+        colour=np.asarray(result["color"]), zero=np.asarray(result["zero"]),
+        zero_err=np.asarray(result["zero_err"]), zero_model=np.asarray(result["zero_model"]), used=used,
+        zero_fn=result["zero_fn"])
 
 
 def _no_calibrators(n_matched, n_clean, radius_arcsec, config):

@@ -9,23 +9,14 @@ import numpy as np
 import sep_x as sep
 from scipy import ndimage
 
+from .contract import FLAG_BLENDED
 from .errors import NoStarsError
 
-# Source flags (bit values), documented in the source catalogue.
-FLAG_SATURATED = 1       # a pixel in the aperture is at or above SATURATE
-FLAG_MASKED = 2          # a pixel in the aperture is masked (NaN, border, cosmic ray)
-FLAG_BLENDED = 4         # sep deblended this source from a neighbour
-FLAG_EDGE = 8            # aperture or annulus reaches outside the image
-FLAG_SKY_POOR = 16       # fewer than half the annulus pixels were usable
-FLAG_PSF_FAILED = 32     # PSF fit did not converge or was degenerate
-FLAG_DESCRIPTIONS = {
-    FLAG_SATURATED: "saturated pixel in aperture",
-    FLAG_MASKED: "masked pixel in aperture",
-    FLAG_BLENDED: "deblended from a neighbour",
-    FLAG_EDGE: "aperture or sky annulus outside the image",
-    FLAG_SKY_POOR: "less than half of the sky annulus usable",
-    FLAG_PSF_FAILED: "PSF fit failed",
-}
+
+@dataclass
+class Masks:
+    bad: np.ndarray            # never used: NaN, border, cosmic rays
+    saturated: np.ndarray      # at or above SATURATE, dilated by one pixel
 
 
 @dataclass
@@ -36,8 +27,8 @@ class Background:
 
 
 def build_masks(data, nan_mask, saturate, border_px, cosmic_rays=False, gain=1.0, rdnoise=0.0):
-    """Return (bad, saturated): pixels never used, and saturated pixels
-    (dilated by one pixel, since bleeding reaches the neighbours)."""
+    """``Masks``: pixels never used, and saturated pixels (dilated by one
+    pixel, since bleeding reaches the neighbours)."""
     saturated = ndimage.binary_dilation(data >= saturate, iterations=1) & ~nan_mask
     bad = nan_mask.copy()
     if border_px > 0:
@@ -48,7 +39,7 @@ def build_masks(data, nan_mask, saturate, border_px, cosmic_rays=False, gain=1.0
         crmask, _ = astroscrappy.detect_cosmics(data, inmask=bad | saturated, gain=gain,
                                                 readnoise=rdnoise, satlevel=saturate)
         bad |= crmask
-    return bad, saturated
+    return Masks(bad=bad, saturated=saturated)
 
 
 def _size_sep_buffers(image):
@@ -89,6 +80,28 @@ def estimate_background(data, mask, box=64):
 
 
 MIN_STARS = 5          # sources with S/N > 10 needed to call the frame usable
+
+
+@dataclass
+class Detections:
+    """sep's catalogue and what the later stages read from it."""
+    objs: np.ndarray           # sep's structured array (x, y, a, b, theta, flux, peak, npix, flag)
+    point_like: np.ndarray     # bool, see ``stellar``
+    peak: np.ndarray           # peak pixel value above zero (ADU), for saturation tests
+    flags: np.ndarray          # source flags set at detection (FLAG_BLENDED)
+
+    def __len__(self):
+        return len(self.objs)
+
+
+def detect(data_sub, background, masks, sigma, gain):
+    """``Detections`` on the background-subtracted image (see ``detect_sources``)."""
+    objs = detect_sources(data_sub, background, masks.bad, sigma, gain)
+    h, w = data_sub.shape
+    iy = np.clip(np.round(objs["y"]).astype(int), 0, h - 1)
+    ix = np.clip(np.round(objs["x"]).astype(int), 0, w - 1)
+    return Detections(objs=objs, point_like=stellar(objs), peak=objs["peak"] + background.level[iy, ix],
+                      flags=np.where(objs["flag"] & 1, FLAG_BLENDED, 0).astype(np.int32))   # sep OBJ_MERGED
 
 
 def flux_error(objs, background, gain):
@@ -158,3 +171,17 @@ def isolated(x, y, radius):
     tree = cKDTree(np.column_stack([x, y]))
     dist, _ = tree.query(np.column_stack([x, y]), k=2)
     return dist[:, 1] > radius
+
+
+def footprints(shape, objs, scale=7.5):
+    """Pixels within ``scale`` times each source's sep ellipse (a, b, theta):
+    where a local sky or an empty-sky aperture must not look."""
+    mask = np.zeros(shape, dtype=bool)
+    sep.mask_ellipse(mask, objs["x"], objs["y"], objs["a"], objs["b"], objs["theta"], r=scale)
+    return mask
+
+
+def flux_radius(data_sub, x, y, r_max, mask):
+    """Half-light radius (px) of each source within ``r_max`` (SExtractor's FLUX_RADIUS)."""
+    radius, _ = sep.flux_radius(data_sub, x, y, np.full(len(x), r_max), 0.5, mask=mask, subpix=5)
+    return radius

@@ -27,12 +27,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from astropy import units as u
 from astropy.constants import au
-from astropy.coordinates import SkyCoord, angular_separation
+from astropy.coordinates import SkyCoord
 from astropy.table import Table
 from astropy.time import Time
 
+from .crossmatch import one_to_one, pairs as close_pairs, separation_arcsec
 from .net import Budget, ServiceUnavailable, TimeoutSession, reason, with_budget
-from .refcat import at_epoch
+from .refcat import propagate
 
 #: enrichment columns of the source table: name -> empty value
 COLUMNS = {
@@ -197,15 +198,6 @@ def match_radius_arcsec(astrometric_rms_arcsec, catalogue_err_arcsec):
     return float(radius) if np.ndim(radius) == 0 else radius
 
 
-def one_to_one(source_index, object_key, distance):
-    """Indices into the candidate pairs that are mutual nearest neighbours:
-    the closest object of their source and the closest source of their object."""
-    order = np.argsort(distance, kind="stable")
-    _, first_of_source = np.unique(np.asarray(source_index)[order], return_index=True)
-    _, first_of_object = np.unique(np.asarray(object_key)[order], return_index=True)
-    return order[np.intersect1d(first_of_source, first_of_object)]
-
-
 # ---- TAP upload joins (SIMBAD, VSX, Milliquas) --------------------------------
 def upload_adql(catalogue, table, radius_deg):
     """ADQL joining the uploaded sources (TAP_UPLOAD.rapas: row_id, ra, dec)
@@ -240,7 +232,7 @@ def _tap_crossmatch(catalogue, options, ra, dec, field, session_factory):
     source = np.asarray(pairs["row_id"], int)
     cat_ra, cat_dec = (_at_epoch(pairs, catalogue.epoch, field.time_mid.jyear) if catalogue.pm
                        else (np.asarray(pairs["cat_ra"], float), np.asarray(pairs["cat_dec"], float)))
-    dist = _separation_arcsec(ra[source], dec[source], cat_ra, cat_dec)
+    dist = separation_arcsec(ra[source], dec[source], cat_ra, cat_dec)
     near = np.flatnonzero(dist <= radius)
     keep = near[one_to_one(source[near], _text(pairs[catalogue.id_alias])[near], dist[near])]
     pairs, source = pairs[keep], source[keep]
@@ -251,17 +243,8 @@ def _tap_crossmatch(catalogue, options, ra, dec, field, session_factory):
 
 def _at_epoch(pairs, epoch, jyear):
     """Catalogue positions at ``jyear`` from their proper motions (missing: none)."""
-    moving = Table({"ra": np.asarray(pairs["cat_ra"], float), "dec": np.asarray(pairs["cat_dec"], float),
-                    "pmra": np.nan_to_num(_column_values(pairs["cat_pmra"], np.nan)),
-                    "pmdec": np.nan_to_num(_column_values(pairs["cat_pmdec"], np.nan)),
-                    "ref_epoch": np.full(len(pairs), epoch)})
-    moved = at_epoch(moving, jyear)
-    return np.asarray(moved["ra"]), np.asarray(moved["dec"])
-
-
-def _separation_arcsec(ra1, dec1, ra2, dec2):
-    """Distances (arcsec) between paired positions (deg)."""
-    return np.degrees(angular_separation(*(np.radians(np.asarray(v, float)) for v in (ra1, dec1, ra2, dec2)))) * 3600
+    pmra, pmdec = (np.nan_to_num(_column_values(pairs[c], np.nan)) for c in ("cat_pmra", "cat_pmdec"))
+    return propagate(pairs["cat_ra"], pairs["cat_dec"], pmra, pmdec, jyear - epoch)
 
 
 def _listed(catalogue, pairs, values, source):
@@ -414,20 +397,14 @@ def topocentric(ra, dec, distance_au, site, time):
 
 
 def _nearest_sources(obj_ra, obj_dec, ra, dec, radius_arcsec):
-    """For each object, the nearest source within its own radius (-1 if none)
-    and the separation (arcsec); sources already taken go to the closest object."""
+    """For each object, its one-to-one source within the object's own radius
+    (-1 if none) and the separation (arcsec)."""
     n = len(obj_ra)
-    if n == 0 or len(ra) == 0:
-        return np.full(n, -1), np.full(n, np.nan)
-    objects = SkyCoord(np.asarray(obj_ra, float) * u.deg, np.asarray(obj_dec, float) * u.deg)
-    idx, sep, _ = objects.match_to_catalog_sky(SkyCoord(ra * u.deg, dec * u.deg))
-    sep = sep.arcsec
-    ok = sep <= np.asarray(radius_arcsec, float)
-    pairs = np.flatnonzero(ok)
-    keep = pairs[one_to_one(idx[pairs], pairs, sep[pairs])]
-    index = np.full(n, -1)
-    index[keep] = idx[keep]
-    return index, sep
+    src, obj, sep = close_pairs(ra, dec, obj_ra, obj_dec, radius_arcsec)
+    keep = one_to_one(src, obj, sep)
+    index, separation = np.full(n, -1), np.full(n, np.nan)
+    index[obj[keep]], separation[obj[keep]] = src[keep], sep[keep]
+    return index, separation
 
 
 # ---- Astro-COLIBRI ------------------------------------------------------------------

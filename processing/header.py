@@ -7,7 +7,7 @@ Documented defaults (each one logged as a warning when used):
 - no AIRMASS: computed from the pointing, the time and the site when all are known.
 """
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from astropy import units as u
@@ -35,7 +35,6 @@ class ObsInfo:
     object: str | None = None
     site: EarthLocation | None = None
     airmass: float | None = None
-    warnings: list = field(default_factory=list)
 
     @property
     def mjd_mid(self):
@@ -192,9 +191,9 @@ def default_saturation(data, integer_max):
     return float(np.nanmax(data))
 
 
-def normalise_header(header, data, integer_max, config, warnings_out):
-    """Read everything the pipeline needs from the header into ``ObsInfo``."""
-    warn = warnings_out.append
+def normalise_header(header, data, integer_max, config, warn):
+    """Read everything the pipeline needs from the header into ``ObsInfo``;
+    ``warn(text)`` is told of every default used."""
     band, filter_raw = parse_band(header, config.band, warn)
     date_obs = parse_date_obs(header, warn)
     exptime = parse_exptime(header)
@@ -216,7 +215,6 @@ def normalise_header(header, data, integer_max, config, warnings_out):
         observer=_clean_str(header.get("OBSERVER")),
         object=_clean_str(header.get("OBJECT")),
         site=parse_site(header, config.site),
-        warnings=warnings_out,
     )
     airmass = _first(header, "AIRMASS", "SECZ")
     try:
@@ -226,13 +224,13 @@ def normalise_header(header, data, integer_max, config, warnings_out):
     return info
 
 
-def fill_airmass(info, centre):
+def fill_airmass(info, centre, warn):
     """Compute the airmass at mid-exposure when the header had none."""
     if info.airmass is not None:
         return
     if info.site is None:
-        info.warnings.append("no AIRMASS and no site coordinates: airmass unknown")
+        warn("no AIRMASS and no site coordinates: airmass unknown")
         return
     info.airmass = compute_airmass(centre, info.time_mid, info.site)
     if info.airmass is None:
-        info.warnings.append("target below the horizon at mid-exposure: airmass unknown")
+        warn("target below the horizon at mid-exposure: airmass unknown")

@@ -1,10 +1,21 @@
 """The run log: one line per event, flushed at once so a watcher sees progress.
 
-Line format: ``2026-11-25T03:14:15.926Z  <stage>  <message>``.
+Line format: ``2026-11-25T03:14:15.926Z  <stage>  <message>``.  Each stage
+opens with ``stage NAME started`` and closes with ``stage NAME done in
+S s (CPU C s)``; ``timings`` and ``cpu_timings`` keep the seconds per stage.
 """
 import datetime
+import resource
 import sys
 import time
+
+
+def cpu_seconds():
+    """User + system CPU time of this process (all threads) and of its
+    finished children (the plotting fork, solve-field)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 class Logbook:
@@ -13,14 +24,22 @@ class Logbook:
         self._echo = echo
         self.stage = "start"
         self.timings = {}          # stage -> wall seconds
+        self.cpu_timings = {}      # stage -> CPU seconds
         self._t0 = time.perf_counter()
-        self._stage_t0 = self._t0
+        self._stage_t0 = self._stage_cpu0 = None
 
     def begin(self, stage):
-        now = time.perf_counter()
-        self.timings[self.stage] = self.timings.get(self.stage, 0.0) + now - self._stage_t0
-        self.stage, self._stage_t0 = stage, now
+        self.stage, self._stage_t0, self._stage_cpu0 = stage, time.perf_counter(), cpu_seconds()
         self.write(f"stage {stage} started")
+
+    def end(self):
+        """Close the current stage: its wall and CPU times are logged and kept."""
+        seconds = time.perf_counter() - self._stage_t0
+        cpu = cpu_seconds() - self._stage_cpu0
+        self.timings[self.stage] = self.timings.get(self.stage, 0.0) + seconds
+        self.cpu_timings[self.stage] = self.cpu_timings.get(self.stage, 0.0) + cpu
+        self.write(f"stage {self.stage} done in {seconds:.3f} s (CPU {cpu:.3f} s)")
+        self._stage_t0 = self._stage_cpu0 = None
 
     def write(self, message):
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
@@ -33,9 +52,6 @@ class Logbook:
     __call__ = write
 
     def close(self):
-        now = time.perf_counter()
-        self.timings[self.stage] = self.timings.get(self.stage, 0.0) + now - self._stage_t0
-        self.timings.pop("start", None)
         if self._file:
             self._file.close()
             self._file = None

@@ -30,22 +30,21 @@ def write_plots(directory, data_sub, data, sources, cal, summary):
 
 
 def zeropoint(path, cal, summary):
-    fit = cal.fit
-    idx = fit["idx"]
-    resid = fit["zero"] - fit["zero_model"]
+    idx = cal.used
+    resid = cal.zero - cal.zero_model
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    for ax, xval, label in ((axes[0], fit["cmag"], f"Gaia {cal.reference_band} (mag)"),
-                            (axes[1], fit["color"], "Gaia BP-RP (mag)")):
-        ax.errorbar(xval[~idx], resid[~idx], fit["zero_err"][~idx], fmt=".", color="0.7", ms=3,
+    for ax, xval, label in ((axes[0], cal.catalogue_mag, f"Gaia {cal.reference_band} (mag)"),
+                            (axes[1], cal.colour, "Gaia BP-RP (mag)")):
+        ax.errorbar(xval[~idx], resid[~idx], cal.zero_err[~idx], fmt=".", color="0.7", ms=3,
                     label="rejected")
-        ax.errorbar(xval[idx], resid[idx], fit["zero_err"][idx], fmt=".", color="C0", ms=3,
+        ax.errorbar(xval[idx], resid[idx], cal.zero_err[idx], fmt=".", color="C0", ms=3,
                     label=f"{int(idx.sum())} calibrators")
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xlabel(label)
     axes[0].set_ylabel("catalogue - model (mag)")
     axes[0].set_ylim(-0.5, 0.5)
     axes[0].legend(loc="upper left", fontsize=8)
-    fig.suptitle(f"{summary['source_file']}: ZP = {cal.zero_point:.4f} ± {cal.zero_point_err:.4f},"
+    fig.suptitle(f"{summary.source_file}: ZP = {cal.zero_point:.4f} ± {cal.zero_point_err:.4f},"
                  f" colour term {cal.colour_term:.4f}, rms {cal.rms:.3f} mag")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -59,11 +58,11 @@ def detections(path, data_sub, sources, cal, summary):
     ax.imshow(small, origin="lower", cmap="gray_r", vmin=lo, vmax=hi, interpolation="nearest")
     x, y = (sources["x_image"] - 1) / f, (sources["y_image"] - 1) / f
     ax.scatter(x, y, s=12, facecolors="none", edgecolors="C1", lw=0.5, label=f"{len(sources)} detections")
-    oidx = cal.fit["oidx_all"][cal.fit["idx"]]
+    oidx = cal.source_index[cal.used]
     ax.scatter(x[oidx], y[oidx], s=30, marker="s", facecolors="none", edgecolors="C0", lw=0.7,
                label=f"{len(oidx)} calibrators")
     ax.legend(loc="upper right", fontsize=8)
-    ax.set_title(f"{summary['source_file']} ({summary['filter']}), limit {summary['limiting_mag_5sigma']:.2f} mag")
+    ax.set_title(f"{summary.source_file} ({summary.filter}), limit {summary.limiting_mag_5sigma:.2f} mag")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -83,7 +82,7 @@ def fwhm_map(path, sources, summary, shape):
         ax.set_aspect("equal")
         ax.set_xlabel("x (px)")
     axes[0].set_ylabel("y (px)")
-    fig.suptitle(f"FWHM {summary['fwhm_arcsec']:.2f} arcsec, ellipticity {summary['ellipticity']:.3f}")
+    fig.suptitle(f"FWHM {summary.fwhm_arcsec:.2f} arcsec, ellipticity {summary.ellipticity:.3f}")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -9,6 +9,7 @@ own ``PSFPhotometry`` fits positions too but costs about 2 ms per source,
 twenty times the budget of a 6000-star frame.
 """
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from astropy.nddata import NDData
@@ -18,6 +19,17 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import lsqr
 
 OVERSAMPLING = 2
+#: fewer isolated unsaturated stars than this: no PSF model
+MIN_PSF_STARS = 5
+
+
+@dataclass
+class PSFModel:
+    """The frame's PSF: the photutils ePSF (None when too few stars) and the
+    FWHM (pixels) measured on it, or the moments' estimate without it."""
+    epsf: object
+    fwhm: float
+    star_index: np.ndarray          # the detections it was built from
 
 
 def select_psf_stars(x, y, flux, peak, point_like, fwhm, saturate, shape, max_stars=40):

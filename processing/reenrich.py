@@ -19,8 +19,10 @@ from astropy.table import Table
 from astropy.time import Time
 
 from . import enrich, products
+from .contract import LOG_NAME, SUMMARY_NAME, Summary
 from .logbook import Logbook
-from .pipeline import LOG_NAME, SUMMARY_NAME, enrich_sources
+from .pipeline import write_summary
+from .stages import enrich_sources
 
 NEEDED = ("calibrated.fits", "sources.fits", SUMMARY_NAME)
 
@@ -37,25 +39,26 @@ def reenrich(product_dir, out_dir, config, echo=False):
     for item in product_dir.iterdir():
         if item.is_file() and item.name != SUMMARY_NAME:
             shutil.copyfile(item, out / item.name)
-    summary = json.loads((product_dir / SUMMARY_NAME).read_text())
+    summary = Summary.from_dict(json.loads((product_dir / SUMMARY_NAME).read_text()))
     (out / SUMMARY_NAME).unlink(missing_ok=True)       # the directory is complete again only at the end
     sources = Table.read(out / "sources.fits")
     sources.remove_columns([c for c in enrich.COLUMNS if c in sources.colnames])
-    site = summary.get("site")
-    field = enrich.Field(ra=summary["ra_center"], dec=summary["dec_center"], radius_deg=0.5 * summary["fov_deg"],
-                         time_mid=Time(summary["mjd_mid"], format="mjd", scale="utc"),
-                         astrometric_rms_arcsec=_nan(summary.get("astrometric_rms_arcsec")),
+    site = summary.site
+    field = enrich.Field(ra=summary.ra_center, dec=summary.dec_center, radius_deg=0.5 * summary.fov_deg,
+                         time_mid=Time(summary.mjd_mid, format="mjd", scale="utc"),
+                         astrometric_rms_arcsec=_nan(summary.astrometric_rms_arcsec),
                          site=(site["lat"], site["lon"], site["height"]) if site else None,
-                         observatory_code=config.observatory_code or summary.get("observatory_code"))
+                         observatory_code=config.observatory_code or summary.observatory_code)
     log = Logbook(out / LOG_NAME, echo=echo)
     log("re-running catalogue enrichment")
-    summary.update(enrich_sources(sources, field, config, log))
-    summary["enriched_at"] = Time.now().isot + "Z"
+    log.begin("enrichment")
+    for key, value in enrich_sources(sources, field, config, log).items():
+        setattr(summary, key, value)
+    log.end()
+    summary.enriched_at = Time.now().isot + "Z"
     products.write_catalogue(out, sources, summary)
     log.close()
-    tmp = out / (SUMMARY_NAME + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=1))
-    tmp.replace(out / SUMMARY_NAME)
+    write_summary(summary, out)
     return summary
 
 
@@ -76,8 +79,8 @@ def main(argv=None):
     except (ValueError, OSError) as exc:
         print(f"rapas-enrich: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({"enrichment_missing": summary["enrichment_missing"],
-                      "notable_objects": len(summary["notable_objects"])}))
+    print(json.dumps({"enrichment_missing": summary.enrichment_missing,
+                      "notable_objects": len(summary.notable_objects)}))
     return 0
 
 

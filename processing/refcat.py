@@ -133,17 +133,25 @@ def _in_cone(ra, dec, ra0, dec0, radius_deg):
     return cos_d >= np.cos(np.radians(radius_deg))
 
 
-def at_epoch(cat, epoch_jyear):
-    """Copy of ``cat`` with positions moved by proper motion to ``epoch_jyear``.
+def propagate(ra, dec, pmra, pmdec, years):
+    """Positions (deg) moved by proper motions (mas/yr, RA one times cos Dec)
+    over ``years`` (negative: back in time).
 
     Linear propagation on the tangent plane is exact to well below a
     milliarcsecond over decades for the stars that calibrate an image.
     """
+    dec = np.asarray(dec, dtype=float)
+    cos_dec = np.cos(np.radians(dec))
+    new_dec = dec + np.asarray(pmdec) * years / 3.6e6
+    new_ra = (np.asarray(ra, dtype=float) + np.asarray(pmra) * years / 3.6e6 / np.maximum(cos_dec, 1e-6)) % 360.0
+    return new_ra, new_dec
+
+
+def at_epoch(cat, epoch_jyear):
+    """Copy of ``cat`` with positions moved by proper motion to ``epoch_jyear``."""
     out = cat.copy()
-    dt = epoch_jyear - np.asarray(cat["ref_epoch"], dtype=float)
-    cos_dec = np.cos(np.radians(cat["dec"]))
-    out["dec"] = cat["dec"] + cat["pmdec"] * dt / 3.6e6
-    out["ra"] = (cat["ra"] + cat["pmra"] * dt / 3.6e6 / np.maximum(cos_dec, 1e-6)) % 360.0
+    years = epoch_jyear - np.asarray(cat["ref_epoch"], dtype=float)
+    out["ra"], out["dec"] = propagate(cat["ra"], cat["dec"], cat["pmra"], cat["pmdec"], years)
     return out
 
 

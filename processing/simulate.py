@@ -20,7 +20,7 @@ from astropy.time import Time
 from astropy.wcs import WCS
 
 from .filters import canonical_band
-from .refcat import GAIA_MAG_COLUMN, read_gaia_package
+from .refcat import GAIA_MAG_COLUMN, propagate, read_gaia_package
 
 
 @dataclass
@@ -179,14 +179,12 @@ def simulate_frame(
     ra_obs, dec_obs = wcs.all_pix2world(stars["x"], stars["y"], 0)
     pmra = rng.normal(0.0, proper_motion_mas, stars["x"].size)
     pmdec = rng.normal(0.0, proper_motion_mas, stars["x"].size)
-    dt = obs_epoch - 2016.0
-    cat_dec = dec_obs - pmdec * dt / 3.6e6
-    cat_ra = ra_obs - pmra * dt / 3.6e6 / np.cos(np.radians(dec_obs))
+    cat_ra, cat_dec = propagate(ra_obs, dec_obs, pmra, pmdec, 2016.0 - obs_epoch)
     g = stars["g"]
     bp = g + 0.45 * stars["colour"]
     rp = g - 0.55 * stars["colour"]
     catalogue = Table(dict(
-        source_id=source_id, ra=cat_ra % 360.0, dec=cat_dec, pmra=pmra, pmdec=pmdec,
+        source_id=source_id, ra=cat_ra, dec=cat_dec, pmra=pmra, pmdec=pmdec,
         ref_epoch=np.full(g.size, 2016.0), phot_g_mean_mag=g, phot_bp_mean_mag=bp, phot_rp_mean_mag=rp))
     ref_mag = np.asarray(catalogue[GAIA_MAG_COLUMN[band_obj.gaia_band]])
     m_inst = ref_mag - zero_point - colour_term * stars["colour"]

@@ -11,7 +11,7 @@ from astropy.coordinates import GCRS, CartesianRepresentation, EarthLocation, Sk
 from astropy.table import Table
 from astropy.time import Time
 
-from processing import enrich, net, refcat
+from processing import crossmatch, enrich, net, refcat
 from processing.config import Config
 
 SKYBOT_TEXT = """# Flag: 1
@@ -83,7 +83,7 @@ def test_one_to_one_keeps_mutual_nearest_pairs():
     source = np.array([0, 0, 1, 2])
     key = np.array(["A", "B", "B", "A"])
     dist = np.array([0.1, 0.2, 0.15, 0.3])
-    keep = enrich.one_to_one(source, key, dist)
+    keep = crossmatch.one_to_one(source, key, dist)
     assert sorted(zip(source[keep], key[keep])) == [(0, "A"), (1, "B")]
 
 

@@ -32,7 +32,7 @@ def _info(**cards):
         else:
             header[key] = value
     warnings = []
-    return normalise_header(header, np.zeros((10, 10)), 65535.0, Config(), warnings), warnings
+    return normalise_header(header, np.zeros((10, 10)), 65535.0, Config(), warnings.append), warnings
 
 
 def test_mid_exposure_mjd():

@@ -7,7 +7,7 @@ from astropy.stats import mad_std
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from processing.astrometry import nearest_match
+from processing.crossmatch import nearest_match
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ def path(realdata, name):
 
 def _info(frame):
     warnings = []
-    return normalise_header(frame.header, frame.data, frame.integer_max, Config(), warnings), warnings
+    return normalise_header(frame.header, frame.data, frame.integer_max, Config(), warnings.append), warnings
 
 
 def test_01_raw_frame_is_trimmed_then_stops_at_plate_solving(realdata, tmp_path):
