@@ -164,78 +164,21 @@
       tablehead="Source" verbLevel="1" description="Archive-wide source identifier: obs_id and the running number"/>
     <column name="obs_id" type="text" required="True" ucd="meta.id;obs"
       tablehead="Obs. id" verbLevel="1" description="Image this source was measured on (rapas.images.obs_id)"/>
-    <column name="source_num" type="integer" required="True" ucd="meta.record"
-      tablehead="#" verbLevel="5" description="Running number of the source in its image"/>
-    <column name="ra" type="double precision" unit="deg" ucd="pos.eq.ra;meta.main"
-      tablehead="RA" verbLevel="1" required="True"
-      description="Right ascension (ICRS) at the observation epoch"/>
-    <column name="dec" type="double precision" unit="deg" ucd="pos.eq.dec;meta.main"
-      tablehead="Dec" verbLevel="1" required="True"
-      description="Declination (ICRS) at the observation epoch"/>
-    <column name="x_image" type="real" unit="pix" ucd="pos.cartesian.x;instr.det"
-      tablehead="x" verbLevel="15" description="Windowed centroid x (FITS pixels, first is 1)"/>
-    <column name="y_image" type="real" unit="pix" ucd="pos.cartesian.y;instr.det"
-      tablehead="y" verbLevel="15" description="Windowed centroid y (FITS pixels, first is 1)"/>
-    <LOOP listItems="1 2 3 4">
-      <events>
-        <column name="mag_ap\item" type="real" unit="mag" ucd="phot.mag"
-          tablehead="Mag ap\item" verbLevel="15"
-          description="Calibrated magnitude in aperture \item (radii in the image's summary; not corrected to total)"/>
-        <column name="mag_ap\item\+_err" type="real" unit="mag" ucd="stat.error;phot.mag"
-          tablehead="Err ap\item" verbLevel="15" description="Photometric error of mag_ap\item"/>
+    <!-- the pipeline's catalogue columns, from the pipeline-archive
+      contract (processing/contract.py, linked as res/contract.py) -->
+    <LOOP>
+      <codeItems>
+        contract, _ = utils.loadPythonModule(base.getConfig("inputsDir") + "/rapas/res/contract")
+        yield from contract.rd_column_items()
+      </codeItems>
+      <events passivate="True">
+        <column name="\name" type="\type" unit="\unit" ucd="\ucd" tablehead="\tablehead"
+            verbLevel="\verb" required="\required" description="\description">
+          <!-- integer columns that may be NULL name their null literal -->
+          <LOOP listItems="\null"><events><values nullLiteral="\null"/></events></LOOP>
+        </column>
       </events>
     </LOOP>
-    <column name="mag_psf" type="real" unit="mag" ucd="phot.mag"
-      tablehead="PSF mag" verbLevel="10" description="Calibrated PSF magnitude, aperture-corrected to total flux"/>
-    <column name="mag_psf_err" type="real" unit="mag" ucd="stat.error;phot.mag"
-      tablehead="PSF err" verbLevel="10" description="Error of mag_psf, zero-point error included"/>
-    <column name="mag_inst" type="real" unit="mag" ucd="phot.mag;instr"
-      tablehead="Inst. mag" verbLevel="20" description="Instrumental magnitude -2.5 log10(ADU/s), total flux"/>
-    <column name="mag_inst_err" type="real" unit="mag" ucd="stat.error;phot.mag;instr"
-      tablehead="Inst. err" verbLevel="20" description="Photon, sky and read noise error of mag_inst"/>
-    <column name="mag_cal" type="real" unit="mag" ucd="phot.mag;em.opt"
-      tablehead="Mag" verbLevel="1"
-      description="Calibrated total magnitude in the image's filter (Gaia colour applied when matched, else the calibrators' median BP-RP)"/>
-    <column name="mag_cal_err" type="real" unit="mag" ucd="stat.error;phot.mag;em.opt"
-      tablehead="Mag err" verbLevel="1" description="Error of mag_cal, zero-point error included"/>
-    <column name="snr" type="real" ucd="stat.snr" tablehead="S/N" verbLevel="5"
-      description="Signal-to-noise ratio in the calibration aperture"/>
-    <column name="fwhm" type="real" unit="arcsec" ucd="phys.angSize;src" tablehead="FWHM"
-      verbLevel="10" description="Full width at half maximum of the source"/>
-    <column name="ellipticity" type="real" ucd="src.ellipticity" tablehead="Ellip."
-      verbLevel="15" description="1 - b/a from second moments"/>
-    <column name="flags" type="integer" required="True" ucd="meta.code.qual" tablehead="Flags" verbLevel="5"
-      description="Bits: 1 saturated, 2 masked pixel, 4 deblended, 8 near edge, 16 poor sky, 32 PSF fit failed"/>
-    <column name="gaia_source_id" type="bigint" ucd="meta.id.cross" tablehead="Gaia DR3"
-      verbLevel="10" description="Gaia DR3 source_id of the one-to-one nearest match, NULL if none">
-      <values nullLiteral="0"/>
-    </column>
-    <column name="gaia_sep" type="real" unit="arcsec" ucd="pos.angDistance"
-      tablehead="Gaia sep" verbLevel="20" description="Distance to the Gaia match"/>
-    <column name="gaia_bp_rp" type="real" unit="mag" ucd="phot.color;em.opt.B;em.opt.R"
-      tablehead="BP-RP" verbLevel="15" description="Gaia BP-RP colour of the match"/>
-    <column name="simbad_id" type="text" ucd="meta.id.cross" tablehead="SIMBAD"
-      verbLevel="10" description="SIMBAD main identifier of the one-to-one match, NULL if none or not queried"/>
-    <column name="simbad_otype" type="text" ucd="src.class" tablehead="SIMBAD type"
-      verbLevel="15" description="SIMBAD object type of the match"/>
-    <column name="vsx_name" type="text" ucd="meta.id.cross" tablehead="VSX"
-      verbLevel="10" description="AAVSO VSX name of the matched variable star"/>
-    <column name="vsx_type" type="text" ucd="src.class;src.var" tablehead="VSX type"
-      verbLevel="15" description="VSX variability type"/>
-    <column name="vsx_period" type="double precision" unit="d" ucd="time.period;src.var"
-      tablehead="VSX period" verbLevel="20" description="VSX period"/>
-    <column name="milliquas_name" type="text" ucd="meta.id.cross" tablehead="Milliquas"
-      verbLevel="10" description="Milliquas name of the matched quasar or AGN"/>
-    <column name="milliquas_type" type="text" ucd="src.class" tablehead="Milliquas type"
-      verbLevel="20" description="Milliquas classification (Q quasar, A AGN, B BL Lac, ...)"/>
-    <column name="milliquas_z" type="real" ucd="src.redshift" tablehead="z"
-      verbLevel="15" description="Milliquas redshift"/>
-    <column name="skybot_name" type="text" ucd="meta.id.cross" tablehead="SkyBoT"
-      verbLevel="10" description="Known solar-system body at this position at mid-exposure (SkyBoT)"/>
-    <column name="skybot_class" type="text" ucd="src.class" tablehead="SkyBoT class"
-      verbLevel="20" description="SkyBoT dynamical class of the body"/>
-    <column name="colibri_name" type="text" ucd="meta.id.cross" tablehead="Transient"
-      verbLevel="10" description="Astro-COLIBRI transient or alert at this position"/>
   </table>
 
   <!-- Frames come in one at a time through res/ingest.py (one transaction
@@ -256,7 +199,9 @@
     <make table="images">
       <rowmaker>
         <apply name="readSummary">
-          <doc>The pipeline's summary.json beside the FITS has the calibration.</doc>
+          <doc>The pipeline's summary.json beside the FITS has the calibration;
+            the directory the ingestion put the products in is named by the
+            obs_id (as for the sources and notable objects).</doc>
           <code>
             import json, os
             with open(os.path.join(os.path.dirname(\fullPath), "summary.json")) as f:
@@ -279,7 +224,7 @@
         <apply name="fillColumns">
           <code>
             s = vars["summary"]
-            result["obs_id"] = "rapas-" + s["checksum_sha256"][:16]
+            result["obs_id"] = os.path.basename(os.path.dirname(\fullPath))
             result["pubDID"] = getStandardPubDID(vars["prodtblAccref"])
             for dest, key in [("object_name", "object"), ("observer", "observer"),
                 ("telescope", "telescope"), ("filter", "filter"),
@@ -321,17 +266,27 @@
         <map key="obs_id">@obs_id</map>
         <map key="source_id">"%s-%06d" % (@obs_id, @source_num)</map>
         <map key="gaia_source_id">@gaia_source_id if @gaia_source_id else None</map>
-        <LOOP listItems="simbad_id simbad_otype vsx_name vsx_type milliquas_name milliquas_type
-            skybot_name skybot_class colibri_name">
+        <!-- empty strings and NaN from the FITS table are NULL in the archive -->
+        <LOOP>
+          <codeItems>
+            contract, _ = utils.loadPythonModule(base.getConfig("inputsDir") + "/rapas/res/contract")
+            for column in contract.SOURCE_COLUMNS:
+              if column.type == "text":
+                yield {"name": column.name}
+          </codeItems>
           <events>
-            <map key="\item">(@\item or "").strip() or None</map>
+            <map key="\name">(@\name or "").strip() or None</map>
           </events>
         </LOOP>
-        <LOOP listItems="gaia_sep gaia_bp_rp mag_psf mag_psf_err mag_cal mag_cal_err mag_inst mag_inst_err
-            mag_ap1 mag_ap1_err mag_ap2 mag_ap2_err mag_ap3 mag_ap3_err mag_ap4 mag_ap4_err fwhm ellipticity snr
-            vsx_period milliquas_z">
+        <LOOP>
+          <codeItems>
+            contract, _ = utils.loadPythonModule(base.getConfig("inputsDir") + "/rapas/res/contract")
+            for column in contract.SOURCE_COLUMNS:
+              if column.type in ("real", "double precision") and not column.required:
+                yield {"name": column.name}
+          </codeItems>
           <events>
-            <map key="\item">None if @\item is None or @\item != @\item else float(@\item)</map>
+            <map key="\name">None if @\name is None or @\name != @\name else float(@\name)</map>
           </events>
         </LOOP>
       </rowmaker>
@@ -444,29 +399,26 @@
       calibrated FITS, a preview, the source catalogue, plots, log and summary.</meta>
     <datalinkCore>
       <descriptorGenerator procDef="//soda#fits_genDesc"/>
-      <metaMaker semantics="#preview">
-        <code>
-          yield descriptor.makeLink(
-            makeAbsoluteURL("\rdId/files/static/%s/preview.png" % descriptor.accref.split("/")[-2]),
-            contentType="image/png", semantics="#preview",
-            description="Preview of the calibrated image")
-        </code>
-      </metaMaker>
+      <!-- #this and #preview (the pipeline's preview.png) are DaCHS's own
+        links; the others come from the product list in summary.json -->
       <metaMaker semantics="#derivation">
+        <setup>
+          <code>
+            contract, _ = utils.loadPythonModule(base.getConfig("inputsDir") + "/rapas/res/contract")
+          </code>
+        </setup>
         <code>
+          import json
           obsId = descriptor.accref.split("/")[-2]
-          base = "\rdId/files/static/%s/" % obsId
-          for name, mime, sem, desc in [
-              ("sources.vot", "application/x-votable+xml", "#derivation",
-                "Source catalogue of this image (VOTable)"),
-              ("summary.json", "application/json", "#auxiliary",
-                "Calibration summary (zero point, FWHM, depth)"),
-              ("zeropoint.png", "image/png", "#auxiliary", "Zero-point fit"),
-              ("detections.png", "image/png", "#auxiliary", "Detections and calibrators"),
-              ("fwhm_map.png", "image/png", "#auxiliary", "FWHM and ellipticity across the field"),
-              ("rapas.log", "text/plain", "#documentation", "Reduction log")]:
-            yield descriptor.makeLink(makeAbsoluteURL(base + name),
-              contentType=mime, semantics=sem, description=desc)
+          staticURL = "\rdId/files/static/%s/" % obsId
+          productDir = os.path.dirname(os.path.join(base.getConfig("inputsDir"), descriptor.accessPath))
+          with open(os.path.join(productDir, contract.SUMMARY_NAME)) as f:
+            summary = contract.Summary.from_dict(json.load(f))
+          for product in summary.products:
+            if product["semantics"] not in ("#this", "#preview"):
+              yield descriptor.makeLink(makeAbsoluteURL(staticURL + product["name"]),
+                contentType=product["media_type"], semantics=product["semantics"],
+                description=product["description"])
           yield descriptor.makeLink(
             makeAbsoluteURL("/tap/sync?LANG=ADQL&amp;REQUEST=doQuery&amp;QUERY="
               + urllib.parse.quote("SELECT * FROM rapas.sources WHERE obs_id='%s'" % obsId)),
@@ -539,11 +491,7 @@
       <coreProc>
         <setup>
           <code>
-            import importlib.util, os
-            spec = importlib.util.spec_from_file_location("rapas_reducejob",
-              os.path.join(base.getConfig("inputsDir"), "\resdir", "res", "reducejob.py"))
-            reducejob = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(reducejob)
+            reducejob, _ = utils.loadPythonModule(base.getConfig("inputsDir") + "/\resdir/res/reducejob")
           </code>
         </setup>
         <code>
@@ -569,6 +517,48 @@
         >/tap/sync</url>
       <code>
         self.assertHasStrings("rapas.images", "rapas.sources", "rapas.notable")
+      </code>
+    </regTest>
+    <regTest title="RAPAS cone search serves the catalogue columns with their UCDs">
+      <url RA="0" DEC="0" SR="0.001">cone/scs.xml</url>
+      <code>
+        self.assertXpath("//v:FIELD[@name='mag_cal']", {"ucd": "phot.mag;em.opt", "unit": "mag"})
+        self.assertXpath("//v:FIELD[@name='flags']", {"ucd": "meta.code.qual"})
+        self.assertXpath("//v:FIELD[@name='gaia_source_id']/v:VALUES", {"null": "0"})
+      </code>
+    </regTest>
+    <regTest title="RAPAS reduction form and job list are for members only">
+      <url>reduce/form</url>
+      <code>
+        self.assertHTTPStatus(401)
+        headers = dict((key.lower(), value) for key, value in self.headers)
+        self.assertTrue(headers["www-authenticate"].startswith("Basic"))
+      </code>
+    </regTest>
+  </regSuite>
+
+  <regSuite title="RAPAS DataLink of an archived image" sequential="True">
+    <regTest title="RAPAS has an image to link from">
+      <url LANG="ADQL" REQUEST="doQuery" RESPONSEFORMAT="votable"
+        QUERY="SELECT TOP 1 obs_publisher_did FROM ivoa.obscore WHERE obs_collection='RAPAS'"
+        >/tap/sync</url>
+      <code>
+        rows = self.getVOTableRows()
+        self.assertEqual(len(rows), 1)
+        self.followUp.url.content_ = "/\rdId/dl/dlmeta?ID=" + urllib.parse.quote(
+          rows[0]["obs_publisher_did"])
+      </code>
+    </regTest>
+    <regTest title="RAPAS DataLink links the image's products, one preview">
+      <url>dl/dlmeta</url>
+      <code>
+        rows = self.getVOTableRows()
+        semantics = [row["semantics"] for row in rows]
+        self.assertEqual(semantics.count("#this"), 1)
+        self.assertEqual(semantics.count("#preview"), 1)
+        urls = " ".join(row["access_url"] or "" for row in rows)
+        for name in ["sources.vot", "sources.fits", "summary.json", "zeropoint.png", "rapas.log"]:
+          self.assertTrue("/" + name in urls, name)
       </code>
     </regTest>
   </regSuite>

@@ -125,6 +125,25 @@ def test_obscore_rows_have_every_mandatory_field(dachs, archived):
     assert row["obs_publisher_did"] == ingested["pubDID"]
 
 
+def test_served_source_columns_are_the_products_columns(dachs, archived):
+    """One contract (processing/contract.py): the rapas.sources columns TAP
+    serves and the catalogue the pipeline writes agree in name, order, unit
+    and UCD; only the archive's identifiers are the archive's own."""
+    from astropy.io.votable import parse_single_table
+    _, result, _ = archived
+    served = tap(dachs).search("SELECT column_name, unit, ucd FROM tap_schema.columns"
+                               " WHERE table_name='rapas.sources' ORDER BY column_index").to_table()
+    def text(value):
+        return "" if np.ma.is_masked(value) else str(value)
+
+    archive = [(text(r["column_name"]), text(r["unit"]), text(r["ucd"])) for r in served]
+    assert archive[:2] == [("source_id", "", "meta.id;meta.main"), ("obs_id", "", "meta.id;obs")]
+    votable = parse_single_table(result.path("sources.vot"))
+    assert [(f.name, text(f.unit or ""), text(f.ucd)) for f in votable.fields] == archive[2:]
+    fits_table = Table.read(result.path("sources.fits"))         # FITS has no UCDs
+    assert [(c, text(fits_table[c].unit or "")) for c in fits_table.colnames] == [a[:2] for a in archive[2:]]
+
+
 def test_image_row_carries_the_calibration(dachs, archived):
     _, result, ingested = archived
     row = tap(dachs).search(f"SELECT * FROM rapas.images WHERE obs_id='{ingested['obs_id']}'").to_table()[0]
@@ -139,13 +158,19 @@ def test_image_row_carries_the_calibration(dachs, archived):
 
 
 def test_datalink_lists_products_that_resolve(dachs, archived):
-    _, _, ingested = archived
+    _, result, ingested = archived
     url = dachs.url + "/rapas/q/dl/dlmeta?ID=" + urllib.parse.quote(ingested["pubDID"])
     links = pyvo.dal.adhoc.DatalinkResults.from_result_url(url).to_table()
     by_name = {link.rsplit("/", 1)[-1].split("?")[0]: sem for link, sem in
                zip(links["access_url"], links["semantics"]) if link}
-    for name in ("preview.png", "sources.vot", "zeropoint.png", "rapas.log", "summary.json"):
+    for name in ("sources.vot", "sources.fits", "zeropoint.png", "rapas.log", "summary.json"):
         assert name in by_name, name
+    # one preview: DaCHS's own link to the pipeline's preview.png
+    previews = [link for link, sem in zip(links["access_url"], links["semantics"]) if sem == "#preview"]
+    assert len(previews) == 1
+    with urllib.request.urlopen(previews[0], timeout=30) as response:
+        assert response.headers["Content-Type"] == "image/png"
+        assert response.read() == result.path("preview.png").read_bytes()
     queries = [urllib.parse.unquote(link) for link in links["access_url"] if "QUERY=" in link]
     assert any("FROM rapas.sources" in q for q in queries) and any("FROM rapas.notable" in q for q in queries)
     for link in links["access_url"]:
@@ -189,7 +214,7 @@ def reference_tables(dachs, archived, tmp_path_factory):
     sim = archived[0]
     work = tmp_path_factory.mktemp("reftables")
     sim.catalogue.write(work / "gaia.fits")
-    dachs.load_reference_catalogue(work / "gaia.fits")
+    dachs.load_reference_catalogue(work / "gaia.fits", "archive")
     cat = sim.catalogue[:3]
     dachs.load_crossid_catalogues({
         "simbad_basic": Table({"main_id": ["A", "B", "C"], "ra": cat["ra"], "dec": cat["dec"],
@@ -197,7 +222,7 @@ def reference_tables(dachs, archived, tmp_path_factory):
         "vsx": Table({"Name": ["V1"], "RAJ2000": cat["ra"][1:2], "DEJ2000": cat["dec"][1:2], "Type": ["EW"],
                       "Period": [0.4]}),
         "milliquas": Table({"Name": ["Q1"], "RAJ2000": cat["ra"][2:3], "DEJ2000": cat["dec"][2:3], "Type": ["Q"],
-                            "Rmag": [18.5], "z": [1.2]})})
+                            "Rmag": [18.5], "z": [1.2]})}, "archive")
     return ("rapas/q", "rapas/refcat", "rapas/localcat")
 
 
@@ -206,7 +231,7 @@ def test_dachs_val_and_regression_tests(dachs, archived, reference_tables):
     assert val.returncode == 0 and val.stdout.count("-- OK") == 3, val.stdout + val.stderr
     regression = dachs.dachs("test", "-u", dachs.url, "rapas/q", check=False)
     assert regression.returncode == 0, regression.stdout + regression.stderr
-    assert regression.stdout.startswith("0 of 2 bad")
+    assert regression.stdout.startswith("0 of 6 bad")
 
 
 def test_taplint_reports_no_errors(dachs, archived, reference_tables):

@@ -4,6 +4,7 @@ Runs on DaCHS's Python (Debian's /usr/bin/python3), never in the pipeline's
 virtual environment:
 
     GAVOSETTINGS=... python3 inputs/rapas/res/ingest.py PRODUCT_DIR [PRODUCT_DIR ...]
+    GAVOSETTINGS=... python3 inputs/rapas/res/ingest.py --remove OBS_ID [OBS_ID ...]
 
 The product directory is what ``rapas-reduce`` wrote (calibrated.fits,
 sources.fits, summary.json, plots, log).  It is copied to
@@ -12,6 +13,9 @@ an earlier ingestion of the same submitted file (same SHA-256) are deleted
 and the image, its product entry, its sources and the notable objects in
 its field are inserted.  If anything fails, the transaction is rolled back
 and the earlier files are put back, so the archive is exactly as before.
+
+``--remove`` withdraws images: their rows go in one transaction, then their
+product directory.
 """
 import json
 import os
@@ -19,10 +23,12 @@ import shutil
 import sys
 from pathlib import Path
 
-REQUIRED = ("calibrated.fits", "sources.fits", "summary.json")
-#: what is copied into the archive (a job directory holds more: the upload...)
-PRODUCT_FILES = REQUIRED + ("sources.vot", "rapas.log", "zeropoint.png", "detections.png",
-                            "fwhm_map.png", "preview.png")
+from gavo import api
+
+#: the pipeline-archive contract (processing/contract.py, linked beside this file)
+contract, _ = api.loadPythonModule("contract", relativeTo=__file__)
+
+REQUIRED = ("calibrated.fits", "sources.fits", contract.SUMMARY_NAME)
 RD_ID = "rapas/q"
 
 
@@ -30,30 +36,26 @@ class IngestError(Exception):
     """The product directory cannot be ingested; the archive is unchanged."""
 
 
-def obs_id_of(summary):
-    return "rapas-" + summary["checksum_sha256"][:16]
-
-
 def _read_summary(product_dir):
+    """The product's ``contract.Summary``."""
     missing = [name for name in REQUIRED if not (product_dir / name).is_file()]
     if missing:
         raise IngestError(f"{product_dir} is not a complete RAPAS product: missing {', '.join(missing)}")
     try:
-        summary = json.loads((product_dir / "summary.json").read_text())
-        obs_id_of(summary)
+        return contract.Summary.from_dict(json.loads((product_dir / contract.SUMMARY_NAME).read_text()))
     except (ValueError, KeyError, TypeError) as exc:
-        raise IngestError(f"{product_dir}/summary.json is unreadable ({exc})") from exc
-    return summary
+        raise IngestError(f"{product_dir}/{contract.SUMMARY_NAME} is unreadable ({exc})") from exc
 
 
-def _place_files(product_dir, target):
-    """Copy the products next to ``target``; return the backup of an older copy."""
+def _place_files(product_dir, target, products):
+    """Copy the products (the summary's list: a job directory holds more,
+    the upload...) next to ``target``; return the backup of an older copy."""
     staging = target.with_name("." + target.name + ".new")
     backup = target.with_name("." + target.name + ".old")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.rmtree(backup, ignore_errors=True)
     staging.mkdir(mode=0o755)
-    for name in PRODUCT_FILES:
+    for name in (p["name"] for p in products):
         if (product_dir / name).is_file():
             shutil.copyfile(product_dir / name, staging / name)
     if target.exists():
@@ -68,6 +70,13 @@ def _restore_files(target, backup):
         backup.rename(target)
 
 
+def _product_place(obs_id):
+    """The image's product directory in the archive and its calibrated FITS's accref."""
+    from gavo import base
+    target = Path(api.getRD(RD_ID).resdir) / "data" / obs_id
+    return target, os.path.relpath(target / "calibrated.fits", base.getConfig("inputsDir"))
+
+
 def _delete_rows(conn, obs_id, accref):
     conn.execute("DELETE FROM rapas.notable WHERE obs_id=%(obs_id)s", {"obs_id": obs_id})
     conn.execute("DELETE FROM rapas.sources WHERE obs_id=%(obs_id)s", {"obs_id": obs_id})
@@ -77,15 +86,14 @@ def _delete_rows(conn, obs_id, accref):
 
 def ingest(product_dir):
     """Ingest one product directory; returns dict(obs_id, pubDID, n_sources)."""
-    from gavo import api, base
+    from gavo import base
     product_dir = Path(product_dir).resolve()
     summary = _read_summary(product_dir)
-    obs_id = obs_id_of(summary)
+    obs_id = summary.obs_id
     rd = api.getRD(RD_ID)
-    target = Path(rd.resdir) / "data" / obs_id
+    target, accref = _product_place(obs_id)
     target.parent.mkdir(parents=True, exist_ok=True)
-    accref = os.path.relpath(target / "calibrated.fits", base.getConfig("inputsDir"))
-    backup = _place_files(product_dir, target)
+    backup = _place_files(product_dir, target, summary.products)
     options = api.getParseOptions(validateRows=True)
     try:
         with base.getWritableAdminConn() as conn:
@@ -94,12 +102,12 @@ def ingest(product_dir):
                          connection=conn, parseOptions=options, runCommit=False)
             api.makeData(rd.getById("import_sources"), forceSource=str(target / "sources.fits"),
                          connection=conn, parseOptions=options, runCommit=False)
-            api.makeData(rd.getById("import_notable"), forceSource=str(target / "summary.json"),
+            api.makeData(rd.getById("import_notable"), forceSource=str(target / contract.SUMMARY_NAME),
                          connection=conn, parseOptions=options, runCommit=False)
             n_rows = list(conn.query("SELECT count(*) FROM rapas.sources WHERE obs_id=%(o)s",
                                      {"o": obs_id}))[0][0]
-            if n_rows != summary["n_sources"]:
-                raise IngestError(f"{obs_id}: {n_rows} source rows read, summary says {summary['n_sources']}")
+            if n_rows != summary.n_sources:
+                raise IngestError(f"{obs_id}: {n_rows} source rows read, summary says {summary.n_sources}")
             pub_did = list(conn.query("SELECT pubDID FROM rapas.images WHERE obs_id=%(o)s",
                                       {"o": obs_id}))[0][0]
     except Exception as exc:
@@ -112,15 +120,30 @@ def ingest(product_dir):
     return {"obs_id": obs_id, "pubDID": pub_did, "n_sources": int(n_rows)}
 
 
+def remove(obs_id):
+    """Withdraw an image: its rows (one transaction), then its product files."""
+    from gavo import base
+    target, accref = _product_place(obs_id)
+    with base.getWritableAdminConn() as conn:
+        if not list(conn.query("SELECT 1 FROM rapas.images WHERE obs_id=%(o)s", {"o": obs_id})):
+            raise IngestError(f"{obs_id} is not in the archive")
+        _delete_rows(conn, obs_id, accref)
+    shutil.rmtree(target, ignore_errors=True)
+    return {"obs_id": obs_id, "removed": True}
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    action = ingest
+    if argv[:1] == ["--remove"]:
+        action, argv = remove, argv[1:]
     if not argv:
         print(__doc__, file=sys.stderr)
         return 2
     status = 0
-    for product_dir in argv:
+    for item in argv:
         try:
-            print(json.dumps(ingest(product_dir)))
+            print(json.dumps(action(item)))
         except IngestError as exc:
             print(f"rapas-ingest: {exc}", file=sys.stderr)
             status = 1

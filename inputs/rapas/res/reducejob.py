@@ -16,13 +16,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent.parent            # inputs/rapas/res -> the checkout
-sys.path.insert(0, str(HERE))
-import ingest  # noqa: E402  (the archive's transactional ingestion, beside this file)
+from gavo import api
+
+#: modules beside this one: the archive's transactional ingestion, the
+#: pipeline-archive contract and the DaCHS UWS calls
+ingest, _ = api.loadPythonModule("ingest", relativeTo=__file__)
+contract, _ = api.loadPythonModule("contract", relativeTo=__file__)
+uwsjob, _ = api.loadPythonModule("uwsjob", relativeTo=__file__)
+
+REPO = Path(__file__).resolve().parents[3]      # inputs/rapas/res/reducejob.py -> the checkout
 
 #: the pipeline command; RAPAS_REDUCE overrides (e.g. a venv elsewhere)
 REDUCE = os.environ.get("RAPAS_REDUCE", str(REPO / ".venv" / "bin" / "rapas-reduce"))
@@ -41,16 +45,6 @@ def site_config():
     return str(path) if path.is_file() else None
 
 
-RESULTS = [  # name, media type (in the order clients list them)
-    ("calibrated.fits", "image/fits"),
-    ("sources.vot", "application/x-votable+xml"),
-    ("summary.json", "application/json"),
-    ("zeropoint.png", "image/png"),
-    ("detections.png", "image/png"),
-    ("fwhm_map.png", "image/png"),
-    ("preview.png", "image/png"),
-]
-LOG = "rapas.log"
 #: Jobs run side by side, one per core ([async] maxUserUWSRunningDefault);
 #: a BLAS or OpenMP pool per job on top oversubscribes the cores, and
 #: OpenBLAS's spinning threads then slow a 4-second reduction to minutes.
@@ -87,12 +81,6 @@ def pipeline_arguments(inputTable):
     return options
 
 
-def _register(job, name, mime):
-    # The files are already in the WD (the pipeline wrote them there);
-    # UWSJobWithWD.addResult would copy them onto themselves.
-    job._addResultInJobDir(mime, name)
-
-
 def _job_environment():
     """The server's environment, single-threaded numerics, and DaCHS's cache
     directory for reference-catalogue fields unless RAPAS_CACHE_DIR says otherwise."""
@@ -107,12 +95,12 @@ def _run_pipeline(job, image, options):
 
     SIGINT (DaCHS's ABORT) and executionDuration both stop the whole group.
     """
-    wd = Path(job.getWD())
+    wd = job.wd
     command = [REDUCE, str(image), "--out", str(wd), "--quiet", *options]
     with open(wd / "pipeline.stderr", "wb") as stderr:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr,
                                    start_new_session=True, cwd=wd, env=_job_environment())
-    limit = job.executionDuration or None
+    limit = job.execution_duration
     try:
         return process.wait(timeout=limit)
     except subprocess.TimeoutExpired:
@@ -142,22 +130,6 @@ def _pipeline_error(wd, status):
     return last or f"the reduction process failed with exit status {status}; see rapas.log"
 
 
-def _start_queued_jobs(service):
-    """Let DaCHS start queued jobs now that this one has ended.
-
-    A user-UWS job leaves EXECUTING in its own uwsrun process, which the
-    server notices only on its 60-second queue pass.  Registered with atexit,
-    this runs after uwsrun has set COMPLETED or ERROR; outside the server's
-    reactor DaCHS starts the next job by fork and exec.
-    """
-    try:
-        worker = service.getUWS()
-        worker.scheduleProcessQueueCheck()
-        worker.checkProcessQueue()
-    except Exception:          # the server's own queue pass will do it
-        pass
-
-
 def submit_from_form(service, inputTable, queryMeta):
     """The browser form's path: a UWS job made from the form's fields (the
     upload included), owned by the logged-in member (the service is limited
@@ -165,42 +137,38 @@ def submit_from_form(service, inputTable, queryMeta):
     and the browser sent to the job's page."""
     import io
     from gavo import svcs
-    from gavo.protocols import uws
-    worker = service.getUWS()
     params = {k: v for k, v in inputTable.getParamDict().items() if v is not None}
     if "image" in params:
         client_name, upload = params["image"]
         params["image"] = (client_name, io.BytesIO(upload.read()))
-    job_id = worker.getNewIdFromArgs({}, params, user=queryMeta["user"])
-    worker.changeToPhase(job_id, uws.QUEUED)
-    raise svcs.SeeOther(worker.getURLForId(job_id))
+    raise svcs.SeeOther(uwsjob.queue_job(service, params, queryMeta["user"]))
 
 
 def run(job, inputTable, service):
     """The pythonCore's code: reduce, ingest, list results; returns None."""
-    atexit.register(_start_queued_jobs, service)
-    wd = Path(job.getWD())
+    atexit.register(uwsjob.start_queued_jobs, service)
+    job = uwsjob.Job(job)
+    wd = job.wd
     upload = wd / "image"
     if not upload.is_file():
         raise ReductionFailed("no image was uploaded: send the FITS file as the 'image' parameter"
                               " (DALI upload: UPLOAD=image,param:<part name>)")
-    (wd / LOG).touch()
-    _register(job, LOG, "text/plain")
+    (wd / contract.LOG_NAME).touch()
+    job.list_result(contract.LOG_NAME, "text/plain")
     try:
         status = _run_pipeline(job, upload, pipeline_arguments(inputTable))
     except KeyboardInterrupt:
-        from gavo.protocols import uws
-        with job.getWritable() as wjob:
-            wjob.change(phase=uws.ABORTED)
+        job.set_aborted()
         raise SystemExit(0)
     if status != 0:
         raise ReductionFailed(_pipeline_error(wd, status))
-    for name, mime in RESULTS:
-        _register(job, name, mime)
+    summary = json.loads((wd / contract.SUMMARY_NAME).read_text())
+    for product in summary["products"]:
+        if product["name"] != contract.LOG_NAME:
+            job.list_result(product["name"], product["media_type"])
     try:
         archived = ingest.ingest(wd)
     except ingest.IngestError as exc:
         raise ReductionFailed(f"the frame was reduced but could not be archived: {exc}") from exc
-    with job.openResult("application/json", ARCHIVE) as f:
-        f.write(json.dumps(archived).encode("utf-8"))
+    job.write_result(ARCHIVE, "application/json", json.dumps(archived).encode("utf-8"))
     return None

@@ -1,0 +1,1 @@
+../../../processing/contract.py
