@@ -144,10 +144,18 @@ class DachsInstance:
                                *map(str, product_dirs)], env=self.env, check=check,
                               capture_output=True, text=True)
 
-    def load_reference_catalogue(self, path):
-        """Serve a Gaia-schema FITS table as gaiadr3.gaia_source ("make refcat")."""
+    def remove(self, *obs_ids, check=True):
+        """Withdraw images from the archive (ingest.py --remove)."""
+        return subprocess.run([DACHS_PYTHON, str(REPO / "inputs" / "rapas" / "res" / "ingest.py"), "--remove",
+                               *obs_ids], env=self.env, check=check, capture_output=True, text=True)
+
+    # Tests sharing the instance each add their own extracts under their own
+    # file names: the tables serve the union (the skies are far apart), so
+    # no test replaces another's reference stars.
+    def load_reference_catalogue(self, path, tag):
+        """Serve a Gaia-schema FITS table in gaiadr3.gaia_source ("make refcat")."""
         (self.resdir / "refcat").mkdir(exist_ok=True)
-        shutil.copy(path, self.resdir / "refcat" / "gaia_source.fits")
+        shutil.copy(path, self.resdir / "refcat" / f"gaia_source_{tag}.fits")
         self.dachs("imp", "rapas/refcat")
         return f"{self.url}/tap"
 
@@ -166,12 +174,12 @@ class DachsInstance:
         self.dachs("imp", "rapas/i355")
         return f"{self.url}/tap"
 
-    def load_crossid_catalogues(self, tables):
+    def load_crossid_catalogues(self, tables, tag):
         """Serve SIMBAD-, VSX- and Milliquas-like tables ({'simbad_basic'|'vsx'|
-        'milliquas': astropy Table}) as localcat.basic, .vsx, .milliquas ("make refcat")."""
+        'milliquas': astropy Table}) in localcat.basic, .vsx, .milliquas ("make refcat")."""
         (self.resdir / "refcat").mkdir(exist_ok=True)
         for name, table in tables.items():
-            table.write(self.resdir / "refcat" / f"{name}.fits", overwrite=True)
+            table.write(self.resdir / "refcat" / f"{name}_{tag}.fits", overwrite=True)
         self.dachs("imp", "rapas/localcat")
         return f"{self.url}/tap"
 

@@ -104,7 +104,7 @@ def sky(dachs, standins, tmp_path_factory):
                     "otype": np.concatenate([otype, ["X"] * N_DECOYS, ["PM*"] * N_FAST]).astype(str),
                     "pmra": np.concatenate([truth["pmra"][bright], nothing, np.full(N_FAST, FAST_PM[0])]),
                     "pmdec": np.concatenate([truth["pmdec"][bright], nothing, np.full(N_FAST, FAST_PM[1])])})
-    tap = dachs.load_crossid_catalogues({"simbad_basic": simbad, "vsx": vsx, "milliquas": milliquas})
+    tap = dachs.load_crossid_catalogues({"simbad_basic": simbad, "vsx": vsx, "milliquas": milliquas}, "enrichment")
 
     mp, tr = sim.extras[0], sim.extras[1]
     standins.bodies = [
@@ -375,10 +375,25 @@ def test_archive_records_missing_enrichment_and_a_rerun_fills_it(dachs, sky, enr
                                                                  tmp_path):
     """Ingest the degraded reduction: the image row says what is missing.
     rapas-enrich with the services back, then ingest: the archive has the
-    cross-identifications, and nothing else about the image changed."""
-    _, t, _ = sky
+    cross-identifications, and nothing else about the image changed.
+    Then the image is withdrawn (ingest.py --remove): rows and files gone."""
     result, _ = degraded
     obs_id = json.loads(dachs.ingest(result.out_dir).stdout)["obs_id"]
+    try:
+        _check_missing_enrichment_filled_again(dachs, sky, enriched, result, standins, tmp_path, obs_id)
+    finally:                        # the shared archive holds only what each test module put there
+        dachs.remove(obs_id)
+    left = dachs.sql(f"SELECT (SELECT count(*) FROM rapas.images WHERE obs_id='{obs_id}'),"
+                     f" (SELECT count(*) FROM rapas.sources WHERE obs_id='{obs_id}'),"
+                     f" (SELECT count(*) FROM rapas.notable WHERE obs_id='{obs_id}'),"
+                     f" (SELECT count(*) FROM dc.products WHERE accref LIKE 'rapas/data/{obs_id}/%')")
+    assert left == [[0, 0, 0, 0]] and not (dachs.resdir / "data" / obs_id).exists()
+    again = dachs.remove(obs_id, check=False)
+    assert again.returncode == 1 and "not in the archive" in again.stderr
+
+
+def _check_missing_enrichment_filled_again(dachs, sky, enriched, result, standins, tmp_path, obs_id):
+    _, t, _ = sky
     row = _tap(dachs, f"SELECT enrichment_missing, n_notable, zero_point FROM rapas.images WHERE obs_id='{obs_id}'")
     assert row["enrichment_missing"][0] == "simbad,skybot,colibri"
     assert row["n_notable"][0] == N_VSX + N_QSO

@@ -43,7 +43,7 @@ def service(tmp_path_factory):
         + f'[enrichment.vsx]\nurl = "{instance.url}/tap"\ntable = "localcat.vsx"\ntimeout = 20\n')
     try:
         instance.start()
-        instance.load_crossid_catalogues({"vsx": _variables(sky)})
+        instance.load_crossid_catalogues({"vsx": _variables(sky)}, "service")
         instance.add_user("alice", "s3cret", "rapas")
         instance.add_user("mallory", "hunter2")          # a DaCHS user outside the network
         instance.work, instance.sky = work, sky

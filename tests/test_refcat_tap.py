@@ -19,7 +19,7 @@ def served(dachs, tmp_path_factory):
     sim = simulate_frame(shape=(1024, 1024), n_stars=800, seed=44, ra=35.0, dec=-45.0,
                          header_wcs="perturbed", wcs_offset_arcsec=3.0, wcs_rotation_deg=0.1)
     sim.catalogue.write(work / "gaia.fits")
-    tap_url = dachs.load_reference_catalogue(work / "gaia.fits")
+    tap_url = dachs.load_reference_catalogue(work / "gaia.fits", "refcat")
     return sim, tap_url, work
 
 
