@@ -82,8 +82,26 @@ def _sample(filtered, dx, dy):
                                    prefilter=False).reshape(dx.shape)
 
 
+def _stamps(x, y, radius, shape):
+    """Pixels within ``radius`` of each source: (py, px) clipped to the image,
+    shape (n_sources, n_pixels), and whether each is really on it."""
+    h, w = shape
+    n = int(np.ceil(radius))
+    oy, ox = np.mgrid[-n:n + 1, -n:n + 1]
+    keep = np.hypot(ox, oy) <= radius
+    px = np.round(x).astype(int)[:, None] + ox[keep][None, :]
+    py = np.round(y).astype(int)[:, None] + oy[keep][None, :]
+    inside = (px >= 0) & (px < w) & (py >= 0) & (py < h)
+    return np.clip(py, 0, h - 1), np.clip(px, 0, w - 1), inside
+
+
 def fit_fluxes(data_sub, rms, gain, epsf, x, y, fit_radius, bad, local_sky):
     """Simultaneous weighted linear fit of all source fluxes at fixed positions.
+
+    The fit uses the pixels within ``fit_radius`` of any source; on them,
+    every source's model reaches as far as the ePSF does, so a neighbour's
+    wings inside a source's disc are fitted as the neighbour's light rather
+    than added to the source.
 
     ``local_sky`` (ADU/pixel per source, the aperture annulus level) is
     removed as the apertures remove it: for a linear fit a constant offset s
@@ -93,27 +111,26 @@ def fit_fluxes(data_sub, rms, gain, epsf, x, y, fit_radius, bad, local_sky):
     """
     h, w = data_sub.shape
     filtered = ndimage.spline_filter(epsf.data.astype(np.float64), order=3)
-    n = int(np.ceil(fit_radius))
-    oy, ox = np.mgrid[-n:n + 1, -n:n + 1]
-    keep = np.hypot(ox, oy) <= fit_radius
-    oy, ox = oy[keep], ox[keep]
-    ix, iy = np.round(x).astype(int), np.round(y).astype(int)
-    px = ix[:, None] + ox[None, :]
-    py = iy[:, None] + oy[None, :]
-    inside = (px >= 0) & (px < w) & (py >= 0) & (py < h)
-    pxc, pyc = np.clip(px, 0, w - 1), np.clip(py, 0, h - 1)
-    usable = inside & ~bad[pyc, pxc]
+    # each source's own disc: the fit's pixels, its coverage, weights and error
+    py, px, inside = _stamps(x, y, fit_radius, (h, w))
+    usable = inside & ~bad[py, px]
     full = _sample(filtered, px - x[:, None], py - y[:, None])   # native samples sum to 1
     model = np.where(usable, full, 0.0)
-    sigma = rms[pyc, pxc].astype(np.float64)
+    sigma = rms[py, px].astype(np.float64)
+    in_fit = np.zeros(h * w, dtype=bool)
+    in_fit[(py * w + px)[usable]] = True
 
-    flat = (pyc * w + pxc)[usable]
-    pixels, row = np.unique(flat, return_inverse=True)
-    col = np.broadcast_to(np.arange(x.size)[:, None], px.shape)[usable]
-    weight = 1.0 / sigma[usable]
-    design = coo_matrix((model[usable] * weight, (row, col)), shape=(pixels.size, x.size)).tocsr()
-    target = np.empty(pixels.size)
-    target[row] = data_sub.ravel()[pixels[row]] / sigma[usable]
+    # the design matrix: every source's ePSF over the fit pixels it reaches
+    extent = max(fit_radius, (epsf.data.shape[0] // 2) / OVERSAMPLING)
+    my, mx, m_inside = _stamps(x, y, extent, (h, w))
+    flat = my * w + mx
+    use = m_inside & in_fit[flat]
+    col = np.broadcast_to(np.arange(x.size)[:, None], mx.shape)[use]
+    values = _sample(filtered, mx[use] - x[col], my[use] - y[col])
+    pixels, row = np.unique(flat[use], return_inverse=True)
+    weight = 1.0 / rms.ravel()[pixels].astype(np.float64)
+    design = coo_matrix((values * weight[row], (row, col)), shape=(pixels.size, x.size)).tocsr()
+    target = data_sub.ravel()[pixels] * weight
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         flux = lsqr(design, target, atol=1e-10, btol=1e-10, iter_lim=2000)[0]
