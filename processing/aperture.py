@@ -12,6 +12,7 @@ import sep_x as sep
 from astropy.stats import sigma_clipped_stats
 
 from .contract import FLAG_EDGE, FLAG_MASKED, FLAG_SATURATED, FLAG_SKY_POOR
+from .fitting import robust_fit, surface_order, surface_terms
 
 MAG_PER_FLUX_ERR = 2.5 / np.log(10)   # 1.0857: d(mag) = 1.0857 d(flux)/flux
 #: S/N in the total-flux aperture for aperture-correction stars: enough stars
@@ -56,9 +57,18 @@ class Photometry:
     apcor_err: float
     exclude: np.ndarray            # pixels no sky or limit measurement may use
     sky_level: np.ndarray          # local sky per source (ADU/pixel)
+    half_light: np.ndarray         # half-light radius within the total aperture (px)
+    psf_half_light: float          # the PSF stars' median half-light radius (px)
     m_psf: np.ndarray | None = None
     e_psf: np.ndarray | None = None
     apcor_psf: float = np.nan
+
+    @property
+    def star_sized(self):
+        """Sources whose half-light radius is 0.5 to 1.5 times the PSF stars':
+        not galaxies, their knots, blends or cosmic rays."""
+        ratio = self.half_light / self.psf_half_light
+        return (ratio > 0.5) & (ratio < 1.5)
 
     @property
     def m_cal_aperture(self):
@@ -165,10 +175,12 @@ def instrumental_mag(flux, flux_err, exptime):
 
 def aperture_correction_map(mag_from, mag_to, err, use, x, y, shape, max_order=2):
     """Spatially varying correction from ``mag_from`` to ``mag_to``: a 2-D
-    polynomial in (x, y), weighted (errors plus a fitted intrinsic scatter),
-    with 3-sigma clipping.  The PSF changes across a real field, and so does
-    the flux fraction in a fixed aperture.
-    The order drops to what the number of stars supports (10 per coefficient).
+    polynomial in (x, y), weighted (errors plus a fitted intrinsic scatter:
+    without it the few brightest stars, with tiny errors, would set the
+    correction alone), with 3-sigma clipping (``fitting.robust_fit``).  The
+    PSF changes across a real field, and so does the flux fraction in a
+    fixed aperture.  The order drops to what the number of stars supports
+    (10 per coefficient).
 
     Returns (correction(x, y) -> mag, error(x, y) -> mag, order, number of
     stars used); the error comes from the fit's covariance with the
@@ -176,42 +188,7 @@ def aperture_correction_map(mag_from, mag_to, err, use, x, y, shape, max_order=2
     """
     diff = mag_to - mag_from
     ok = use & np.isfinite(diff) & np.isfinite(err) & (err > 0)
-    h, w = shape
-    order = max_order
-    while order > 0 and ok.sum() < 10 * (order + 1) * (order + 2) // 2:
-        order -= 1
-
-    def design(xx, yy):
-        u, v = 2.0 * np.asarray(xx) / (w - 1) - 1.0, 2.0 * np.asarray(yy) / (h - 1) - 1.0
-        return np.column_stack([u ** i * v ** j for i in range(order + 1) for j in range(order + 1 - i)])
-
-    matrix = design(x, y)
-    keep = ok.copy()
-    coeffs = np.zeros(matrix.shape[1])
-    intrinsic = 0.0
-    for _ in range(5):
-        if keep.sum() < matrix.shape[1] + 2:
-            break
-        # photometric errors plus the star-to-star scatter the polynomial
-        # does not model (PSF changes on smaller scales): without it the few
-        # brightest stars, with tiny errors, would set the correction alone
-        sigma = np.sqrt(err ** 2 + intrinsic ** 2)
-        weights = 1.0 / sigma[keep]
-        coeffs = np.linalg.lstsq(matrix[keep] * weights[:, None], diff[keep] * weights, rcond=None)[0]
-        resid = diff - matrix @ coeffs
-        intrinsic = float(np.sqrt(max(0.0, np.var(resid[keep]) - np.mean(err[keep] ** 2))))
-        new_keep = ok & (np.abs(resid) < 3.0 * np.sqrt(err ** 2 + intrinsic ** 2))
-        if np.array_equal(new_keep, keep):
-            break
-        keep = new_keep
-    sigma = np.sqrt(err ** 2 + intrinsic ** 2)[keep]
-    if keep.sum() >= matrix.shape[1]:
-        covariance = np.linalg.pinv((matrix[keep] / sigma[:, None] ** 2).T @ matrix[keep])
-    else:
-        covariance = np.full((matrix.shape[1],) * 2, np.nan)
-
-    def error(xx, yy):
-        rows = design(xx, yy)
-        return np.sqrt(np.einsum("ij,jk,ik->i", rows, covariance, rows))
-
-    return (lambda xx, yy: design(xx, yy) @ coeffs), error, order, int(keep.sum())
+    order = surface_order(max_order, int(ok.sum()))
+    fit = robust_fit(surface_terms(x, y, shape, order), diff, err, ok, clip=3.0, n_iter=5)
+    return (lambda xx, yy: fit.predict(surface_terms(xx, yy, shape, order)),
+            lambda xx, yy: fit.error(surface_terms(xx, yy, shape, order)), order, int(fit.keep.sum()))

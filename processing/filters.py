@@ -41,6 +41,10 @@ BANDS = {b.name: b for b in [
     Band("z'", "RP", 820e-9, 1000e-9),
     # Unfiltered (clear, luminance): calibrated against G
     Band("CLEAR", "G", 350e-9, 1000e-9),
+    # Colour planes of a DSLR or one-shot-colour camera's Bayer mosaic (AAVSO's TB, TG, TR)
+    Band("TB", "BP", 400e-9, 510e-9),
+    Band("TG", "G", 480e-9, 600e-9),
+    Band("TR", "RP", 570e-9, 680e-9),
 ]}
 
 # Header spellings seen from amateur and professional cameras, upper-cased.

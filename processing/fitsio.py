@@ -1,33 +1,75 @@
-"""Load the first 2-D image of a FITS file (plain, gzip or fpack)."""
-import re
+"""Load a submitted frame as one 2-D image of linear pixels (plain, gzip or fpack FITS).
+
+What loading does, each step noted for the log:
+- refuses files that are not FITS (TIFF, camera raw, PNG, JPEG, XISF) with
+  what to do instead;
+- assembles raw multi-amplifier frames (``camera.assemble_amplifiers``),
+  refusing what it cannot assemble rather than reducing one amplifier;
+- subtracts the overscan (BIASSEC) and keeps TRIMSEC (or DATASEC) of a raw
+  single-amplifier frame;
+- finds the clip level from the data (``camera.saturation_from_data``);
+- reduces one colour plane of a raw Bayer mosaic at half resolution.
+The header's WCS keywords follow every change of the pixel grid.
+"""
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 from astropy.io import fits
 
+from . import camera
 from .errors import InputError, one_line
 
 
 @dataclass
 class Frame:
-    """Pixels (float32, ADU), their header, and the mask of unusable pixels."""
+    """Pixels (float32, ADU or electrons), their header, and the mask of unusable pixels."""
     data: np.ndarray
     header: fits.Header
     mask: np.ndarray     # True = do not use
     hdu_index: int
     #: largest value the stored integer type can hold (None for float data)
     integer_max: float | None = None
+    #: clip level found in the data (same units as ``data``), or None
+    saturation: float | None = None
+    #: the Bayer colour plane reduced (G, R or B), or None
+    colour_plane: str | None = None
     #: what loading did to the pixels, for the log
     notes: list = field(default_factory=list)
 
 
-def _first_image_hdu(hdul):
+#: leading bytes of image formats people submit instead of FITS
+OTHER_FORMATS = (
+    (b"II*\x00", "TIFF (or a camera raw file such as CR2 or NEF)"),
+    (b"MM\x00*", "TIFF (or a camera raw file such as NEF)"),
+    (b"\x89PNG", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF8", "GIF"),
+    (b"XISF0100", "XISF (PixInsight)"),
+    (b"FUJIFILM", "Fujifilm RAF camera raw"),
+    (b"IIRO", "Olympus ORF camera raw"),
+    (b"IIU\x00", "Panasonic RW2 camera raw"),
+)
+
+
+def _refuse_other_formats(path):
+    with open(path, "rb") as f:
+        head = f.read(16)
+    for magic, kind in OTHER_FORMATS:
+        if head.startswith(magic):
+            raise InputError(f"{_name(path)} is a {kind} file, not FITS: convert it to FITS with the original"
+                             " pixels (16-bit linear, not stretched or colour-balanced), e.g. with Siril"
+                             " or PixInsight, and submit that")
+
+
+def _image_hdus(hdul):
+    """(index, hdu) of every HDU holding an image of two or more axes."""
+    found = []
     for i, hdu in enumerate(hdul):
         naxes = [hdu.header.get(f"NAXIS{k}", 0) for k in range(1, hdu.header.get("NAXIS", 0) + 1)]
         if hdu.is_image and len(naxes) >= 2 and all(n > 0 for n in naxes):
-            return i, hdu
-    return None, None
+            found.append((i, hdu))
+    return found
 
 
 def _integer_max(header):
@@ -39,31 +81,66 @@ def _integer_max(header):
     return float(2 ** bitpix - 1 if unsigned else 2 ** (bitpix - 1) - 1)
 
 
-def load_frame(path):
-    """Read the first image HDU with data; raise ``InputError`` when unusable.
+def _with_primary(header, primary):
+    """``header`` completed with the primary header's keywords it lacks."""
+    header = header.copy()
+    for card in primary.cards:
+        if card.keyword not in header and card.keyword not in (
+                "SIMPLE", "EXTEND", "NAXIS", "BITPIX", "COMMENT", "HISTORY", ""):
+            header.append(card)
+    return header
+
+
+def _read(path, notes):
+    """(data, header, hdu index, integer max, saturation) of the file's frame."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with fits.open(path, memmap=False) as hdul:
+            hdul.verify("silentfix")
+            images = _image_hdus(hdul)
+            if not images:
+                raise InputError(f"{_name(path)} holds no image: no HDU with a 2-D data array")
+            headers = [hdu.header for _, hdu in images]
+            if camera.is_amplifier_set(headers):
+                return _assembled(hdul, images, notes)
+            index, hdu = images[0]
+            if hdu.data is None:
+                raise InputError(f"{_name(path)} holds no image data")
+            header = _with_primary(hdu.header, hdul[0].header) if index > 0 else hdu.header.copy()
+            if len(images) > 1:
+                notes.append(f"HDU {index} reduced; {len(images) - 1} other image HDU(s) ignored")
+            return np.asarray(hdu.data), header, index, _integer_max(hdu.header), None
+
+
+def _assembled(hdul, images, notes):
+    amplifiers = [camera.Amplifier(np.asarray(hdu.data, dtype=np.float64), hdu.header,
+                                   str(hdu.header.get("EXTNAME") or hdu.header.get("AMPNAME") or i))
+                  for i, hdu in images]
+    data, saturation, rdnoise = camera.assemble_amplifiers(amplifiers, notes)
+    header = hdul[0].header.copy()          # the pointing WCS and the observation
+    for key in ("GAIN", "RDNOISE", "SATURATE", "BIASSEC", "TRIMSEC", "DATASEC", "DETSEC", "CCDSEC"):
+        header.remove(key, ignore_missing=True, remove_all=True)
+    if all(camera.positive(amp.header.get("GAIN")) for amp in amplifiers):
+        header["GAIN"] = (1.0, "[e-/ADU] amplifiers assembled in electrons")
+    if rdnoise:
+        header["RDNOISE"] = (rdnoise, "[e-] median of the amplifiers'")
+    for card in amplifiers[0].header.cards:           # what the observation keywords lack
+        if card.keyword in ("DATE-OBS", "EXPTIME", "FILTER", "MJD-OBS") and card.keyword not in header:
+            header.append(card)
+    return data, header, images[0][0], None, saturation
+
+
+def load_frame(path, colour="G"):
+    """Read the frame; raise ``InputError`` when unusable.  ``colour`` is the
+    plane (G, R or B) reduced from a raw Bayer mosaic.
 
     Degenerate axes of length 1 (NAXIS3 = 1) are dropped; a real cube is
     refused.  Non-finite pixels are masked, never replaced silently.
     """
+    notes = []
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with fits.open(path, memmap=False) as hdul:
-                hdul.verify("silentfix")
-                index, hdu = _first_image_hdu(hdul)
-                if hdu is None:
-                    raise InputError(f"{_name(path)} holds no image: no HDU with a 2-D data array")
-                integer_max = _integer_max(hdu.header)
-                data = hdu.data
-                if data is None:
-                    raise InputError(f"{_name(path)} holds no image data")
-                data = np.asarray(data)
-                header = hdu.header.copy()
-                if index > 0:       # inherit primary keywords the image HDU lacks
-                    for card in hdul[0].header.cards:
-                        if card.keyword not in header and card.keyword not in (
-                                "SIMPLE", "EXTEND", "NAXIS", "BITPIX", "COMMENT", "HISTORY", ""):
-                            header.append(card)
+        _refuse_other_formats(path)
+        data, header, index, integer_max, saturation = _read(path, notes)
     except InputError:
         raise
     except (OSError, ValueError, TypeError, IndexError) as exc:
@@ -76,8 +153,17 @@ def load_frame(path):
     if min(data.shape) < 16:
         raise InputError(f"{_name(path)}: image of {data.shape[1]}x{data.shape[0]} pixels is too small")
     data = data.astype(np.float32)
-    notes = []
-    data, header = _overscan_and_trim(data, header, notes)
+    if saturation is None:
+        saturation = camera.saturation_from_data(data)
+    data, header, bias = _overscan_and_trim(data, header, notes)
+    if saturation is not None:
+        saturation -= bias
+        notes.append(f"clip level {saturation:.0f} ADU found in the data (pile-up of the brightest pixels)")
+    plane = None
+    pattern = camera.cfa_pattern(header)
+    if pattern is not None:
+        data, header = _colour_plane(data, header, pattern, colour, saturation, notes)
+        plane = colour
     mask = ~np.isfinite(data)
     if mask.all():
         raise InputError(f"{_name(path)}: every pixel is NaN or infinite")
@@ -86,50 +172,56 @@ def load_frame(path):
         raise InputError(f"{_name(path)}: every pixel has the same value ({good[0]:g}); the frame is empty")
     data[mask] = 0.0
     return Frame(data=data, header=header, mask=mask, hdu_index=index, integer_max=integer_max,
-                 notes=notes)
-
-
-_SECTION = re.compile(r"^\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]$")
-
-
-def _section(value, shape):
-    """numpy slices of an IRAF section '[x1:x2,y1:y2]' (1-based, inclusive), or None."""
-    match = _SECTION.match(str(value).strip())
-    if not match:
-        return None
-    x1, x2, y1, y2 = (int(g) for g in match.groups())
-    h, w = shape
-    if not (1 <= x1 <= x2 <= w and 1 <= y1 <= y2 <= h):
-        return None
-    return slice(y1 - 1, y2), slice(x1 - 1, x2)
+                 saturation=saturation, colour_plane=plane, notes=notes)
 
 
 def _overscan_and_trim(data, header, notes):
-    """Raw CCD frames: subtract the overscan (BIASSEC) median, keep TRIMSEC.
+    """Raw CCD frames: subtract the overscan (BIASSEC) median, keep TRIMSEC
+    (or DATASEC).  Returns (data, header, overscan level subtracted).
 
     The WCS reference pixel moves with the trim; the section keywords are
     removed so the product is not trimmed twice by another tool.
     """
-    bias = _section(header.get("BIASSEC", ""), data.shape)
-    trim = _section(header.get("TRIMSEC", ""), data.shape)
+    bias = camera.Section.parse(header.get("BIASSEC"))
+    trim = camera.Section.parse(header.get("TRIMSEC")) or camera.Section.parse(header.get("DATASEC"))
+    bias = bias if bias is not None and bias.fits_in(data.shape) else None
+    trim = trim if trim is not None and trim.fits_in(data.shape) else None
+    level = 0.0
     if bias is not None and trim is not None:
-        level = float(np.nanmedian(data[bias]))
+        level = float(np.nanmedian(data[bias.slices()]))
         data = data - level
         notes.append(f"overscan {header['BIASSEC'].strip()} median {level:.1f} ADU subtracted")
         header.add_history(f"RAPAS: overscan {header['BIASSEC'].strip()} ({level:.2f} ADU) subtracted")
-    if trim is not None:
-        data = np.ascontiguousarray(data[trim])
-        dy, dx = trim[0].start, trim[1].start
-        for key, delta in (("CRPIX1", dx), ("CRPIX2", dy)):
-            if key in header:
-                header[key] = header[key] - delta
-        notes.append(f"trimmed to {header['TRIMSEC'].strip()}")
-        header.add_history(f"RAPAS: trimmed to {header['TRIMSEC'].strip()}")
-        for key in ("TRIMSEC", "BIASSEC", "DATASEC"):
-            header.remove(key, ignore_missing=True)
-    return data, header
+    if trim is not None and trim.slices() != (slice(0, data.shape[0]), slice(0, data.shape[1])):
+        rows, cols = trim.slices()
+        data = np.ascontiguousarray(data[rows, cols])
+        camera.regrid_wcs(header, 1, (rows.start, cols.start))
+        notes.append(f"trimmed to {trim.x1}:{trim.x2},{trim.y1}:{trim.y2}")
+        header.add_history(f"RAPAS: trimmed to [{trim.x1}:{trim.x2},{trim.y1}:{trim.y2}]")
+    for key in ("TRIMSEC", "BIASSEC", "DATASEC"):
+        header.remove(key, ignore_missing=True)
+    return data, header, level
+
+
+def _colour_plane(data, header, pattern, colour, saturation, notes):
+    """One colour plane of a raw Bayer mosaic, the WCS moved to its pixels."""
+    if colour not in camera.PLANE_BANDS:
+        raise InputError(f"colour plane {colour!r}: use G, R or B")
+    top = saturation if saturation is not None else np.inf
+    plane, offset, n_pixels = camera.colour_plane(data, pattern, colour, top)
+    camera.regrid_wcs(header, 2, offset)
+    header["CFAPAT"] = (pattern, "colour filter array of the submitted mosaic")
+    header["CFAPLANE"] = (colour, "colour plane reduced (half resolution)")
+    gain = camera.positive(header.get("GAIN"))
+    if gain and n_pixels > 1:       # the mean of n pixels holds n times the electrons per ADU
+        header["GAIN"] = (gain * n_pixels, "[e-/ADU] of the averaged colour plane")
+    if camera.positive(header.get("RDNOISE")) and n_pixels > 1:
+        header["RDNOISE"] = (float(header["RDNOISE"]) * np.sqrt(n_pixels), "[e-] of the averaged colour plane")
+    notes.append(f"raw Bayer mosaic ({pattern}): the {colour} plane ({n_pixels} pixel(s) of each 2x2 cell"
+                 f"{', averaged' if n_pixels > 1 else ''}) reduced at half resolution,"
+                 f" {plane.shape[1]}x{plane.shape[0]} pixels, as band {camera.PLANE_BANDS[colour]}")
+    return plane, header
 
 
 def _name(path):
     return str(path).rsplit("/", 1)[-1]
-

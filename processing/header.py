@@ -1,10 +1,16 @@
 """Header normalisation: one ``ObsInfo`` from the many ways cameras write FITS.
 
-Documented defaults (each one logged as a warning when used):
-- no FILTER keyword: band CLEAR, calibrated against Gaia G;
-- no GAIN: ``Config.default_gain`` (1 e-/ADU); no RDNOISE: ``Config.default_rdnoise``;
-- no SATURATE: 95 % of the integer range for integer data, else the data maximum;
-- no AIRMASS: computed from the pointing, the time and the site when all are known.
+Keywords read (first found), and the documented defaults (each one logged
+as a warning when used):
+- band: FILTER, FILTER1, FILTNAME, FLTNAME, BAND; none: CLEAR, calibrated against Gaia G;
+- gain (e-/ADU): GAIN, EGAIN, CCDGAIN, CVF; none: ``Config.default_gain`` (1);
+- read noise (e-): RDNOISE, READNOIS, RON, READNOISE; none: ``Config.default_rdnoise``;
+- saturation (ADU): the ``saturation`` option, else SATURATE, SATLEVEL,
+  DATAMAX, MAXLIN, else the clip level found in the data (the pile-up of
+  the brightest pixels), else 95 % of the integer range (the data maximum
+  for float data);
+- airmass: AIRMASS, SECZ; none: computed from the pointing, the time and the
+  site when all are known.
 """
 import re
 from dataclasses import dataclass
@@ -14,11 +20,9 @@ from astropy import units as u
 from astropy.coordinates import EarthLocation
 from astropy.time import Time
 
+from .camera import PLANE_BANDS
 from .errors import HeaderError
 from .filters import Band, canonical_band
-
-CFA_PATTERNS = {"RGGB", "BGGR", "GRBG", "GBRG"}
-
 
 @dataclass
 class ObsInfo:
@@ -107,19 +111,15 @@ def parse_exptime(header):
     return exptime
 
 
-def parse_band(header, override, warn):
-    """Canonical band; a raw colour-filter-array pattern needs an explicit band."""
+def parse_band(header, override, warn, plane_band=None):
+    """Canonical band: the observer's choice, else the band of the colour
+    plane reduced from a Bayer mosaic, else the header's filter."""
     raw = _clean_str(_first(header, "FILTER", "FILTER1", "FILTNAME", "FLTNAME", "BAND"))
-    if override:
-        if raw and raw.upper() in CFA_PATTERNS:
-            warn(f"raw Bayer mosaic ({raw}) reduced as band {override} on the observer's request")
-        return canonical_band(override), raw
+    if override or plane_band:
+        return canonical_band(override or plane_band), raw
     if raw is None:
         warn("no FILTER keyword: band CLEAR assumed (calibrated against Gaia G)")
         return canonical_band("CLEAR"), None
-    if raw.upper() in CFA_PATTERNS:
-        raise HeaderError(f"FILTER = {raw!r} is a raw colour (Bayer) mosaic, not a photometric band:"
-                          " debayer and submit one colour plane, or set the filter band option")
     return canonical_band(raw), raw
 
 
@@ -184,32 +184,41 @@ def _positive_float(header, keys, default, what, warn):
     return value
 
 
-def default_saturation(data, integer_max):
-    """95 % of the stored integer range, or the frame maximum for float data."""
-    if integer_max is not None:
-        return 0.95 * integer_max
-    return float(np.nanmax(data))
+def saturation_level(header, frame, option, warn):
+    """The saturation level (ADU), by the order in the module docstring."""
+    if option is not None:
+        return float(option)
+    value = _first(header, "SATURATE", "SATLEVEL", "DATAMAX", "MAXLIN")
+    try:
+        if value is not None and float(value) > 0:
+            return float(value)
+    except (TypeError, ValueError):
+        warn(f"SATURATE {value!r} is not a number")
+    if frame.saturation is not None:
+        return frame.saturation
+    level = 0.95 * frame.integer_max if frame.integer_max is not None else float(np.nanmax(frame.data))
+    warn(f"no SATURATE in header and no clip level in the data: {level:.0f} ADU assumed")
+    return level
 
 
-def normalise_header(header, data, integer_max, config, warn):
-    """Read everything the pipeline needs from the header into ``ObsInfo``;
-    ``warn(text)`` is told of every default used."""
-    band, filter_raw = parse_band(header, config.band, warn)
+def normalise_header(frame, config, warn):
+    """Read everything the pipeline needs from the frame's header into
+    ``ObsInfo``; ``warn(text)`` is told of every default used."""
+    header = frame.header
+    plane_band = PLANE_BANDS[frame.colour_plane] if frame.colour_plane else None
+    band, filter_raw = parse_band(header, config.band, warn, plane_band)
     date_obs = parse_date_obs(header, warn)
     exptime = parse_exptime(header)
-    gain = _positive_float(header, ("GAIN", "EGAIN", "CCDGAIN"), config.default_gain, "GAIN (e-/ADU)", warn)
+    gain = _positive_float(header, ("GAIN", "EGAIN", "CCDGAIN", "CVF"), config.default_gain,
+                           "GAIN (e-/ADU)", warn)
     if gain == 0:
         warn("GAIN = 0 is impossible: 1 e-/ADU assumed")
         gain = 1.0
     rdnoise = _positive_float(header, ("RDNOISE", "READNOIS", "RON", "READNOISE"),
                               config.default_rdnoise, "RDNOISE (e-)", warn)
-    saturate = _first(header, "SATURATE", "SATLEVEL", "MAXLIN")
-    if saturate is None:
-        saturate = default_saturation(data, integer_max)
-        warn(f"no SATURATE in header: {saturate:.0f} ADU assumed")
     info = ObsInfo(
         band=band, filter_raw=filter_raw, date_obs=date_obs, exptime=exptime,
-        gain=gain, rdnoise=rdnoise, saturate=float(saturate),
+        gain=gain, rdnoise=rdnoise, saturate=saturation_level(header, frame, config.saturation, warn),
         telescope=_clean_str(header.get("TELESCOP")),
         instrument=_clean_str(header.get("INSTRUME")),
         observer=_clean_str(header.get("OBSERVER")),

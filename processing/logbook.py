@@ -4,10 +4,13 @@ Line format: ``2026-11-25T03:14:15.926Z  <stage>  <message>``.  Each stage
 opens with ``stage NAME started`` and closes with ``stage NAME done in
 S s (CPU C s)``; ``timings`` and ``cpu_timings`` keep the seconds per stage.
 """
+import contextlib
 import datetime
+import logging
 import resource
 import sys
 import time
+import warnings
 
 
 def cpu_seconds():
@@ -59,3 +62,46 @@ class Logbook:
     @property
     def elapsed(self):
         return time.perf_counter() - self._t0
+
+
+@contextlib.contextmanager
+def warnings_into(log):
+    """Python warnings (numpy's, astropy's, the libraries') and astropy's log
+    messages go into ``log`` while the block runs, each text once, instead
+    of onto the terminal."""
+    from astropy import log as astropy_log
+    seen = set()
+
+    def write(text):
+        text = " ".join(str(text).split())
+        if text not in seen:
+            seen.add(text)
+            log(f"library warning: {text}")
+
+    class Handler(logging.Handler):
+        def emit(self, record):
+            write(f"{record.getMessage()} [{record.name}]")
+
+    from astropy.logger import LoggingError
+    handlers, capture = list(astropy_log.handlers), astropy_log.warnings_logging_enabled()
+    if capture:
+        try:
+            astropy_log.disable_warnings_logging()
+        except LoggingError:        # another warnings hook is in place (pytest's): leave it
+            capture = False
+    for handler in handlers:
+        astropy_log.removeHandler(handler)
+    astropy_log.addHandler(Handler())
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = lambda message, category, *args, **kwargs: write(
+                f"{category.__name__}: {message}")
+            yield
+    finally:
+        for handler in list(astropy_log.handlers):
+            astropy_log.removeHandler(handler)
+        for handler in handlers:
+            astropy_log.addHandler(handler)
+        if capture:
+            astropy_log.enable_warnings_logging()

@@ -18,7 +18,7 @@ from . import __version__, astrometry, stages
 from .config import Config
 from .contract import ERROR_NAME, LOG_NAME, PRODUCT_NAMES, SUMMARY_NAME, Summary
 from .errors import PipelineError
-from .logbook import Logbook
+from .logbook import Logbook, warnings_into
 
 #: (stage name, function of the Reduction), in the order they run
 STAGES = (
@@ -62,12 +62,14 @@ class Reduction:
     x: np.ndarray = None               # windowed centroids (0-based px)
     y: np.ndarray = None
     astrometry: object = None          # astrometry.Solution
+    unverified_wcs: str = None         # why the WCS could not be checked against reference stars
     reference: Table = None            # reference stars at mid-exposure
     photometry: object = None          # aperture.Photometry
     ra: np.ndarray = None              # source positions (deg)
     dec: np.ndarray = None
     gaia: object = None                # calibrate.GaiaMatch
-    calibration: object = None         # calibrate.Calibration
+    calibration: object = None         # calibrate.Calibration, None when it failed ...
+    calibration_error: str = None      # ... and why
     sources: Table = None
     enrichment: dict = None            # the summary's enrichment entries
     limit: float = None                # 5-sigma limiting magnitude
@@ -126,7 +128,8 @@ def reduce(image_path, out_dir, config=None, echo=False):
     log("stages: " + ", ".join(name for name, _ in STAGES))
     r = Reduction(image_path, out, config or Config(), log)
     try:
-        run_stages(r)
+        with warnings_into(log):
+            run_stages(r)
     except PipelineError as exc:
         _fail(out, log, exc)
         raise

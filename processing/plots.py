@@ -1,5 +1,7 @@
 """Diagnostic PNGs.  Images are block-averaged to at most 1024 px first, so a
 4096x4096 frame plots as fast as a small one."""
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -30,6 +32,15 @@ def write_plots(directory, data_sub, data, sources, cal, summary):
 
 
 def zeropoint(path, cal, summary):
+    if cal is None:
+        fig, ax = plt.subplots(figsize=(11, 4.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "No photometric calibration:\n" + "\n".join(textwrap.wrap(summary.calibration_error, 90)),
+                ha="center", va="center", fontsize=11)
+        fig.suptitle(summary.source_file)
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        return
     idx = cal.used
     resid = cal.zero - cal.zero_model
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
@@ -58,9 +69,10 @@ def detections(path, data_sub, sources, cal, summary):
     ax.imshow(small, origin="lower", cmap="gray_r", vmin=lo, vmax=hi, interpolation="nearest")
     x, y = (sources["x_image"] - 1) / f, (sources["y_image"] - 1) / f
     ax.scatter(x, y, s=12, facecolors="none", edgecolors="C1", lw=0.5, label=f"{len(sources)} detections")
-    oidx = cal.source_index[cal.used]
-    ax.scatter(x[oidx], y[oidx], s=30, marker="s", facecolors="none", edgecolors="C0", lw=0.7,
-               label=f"{len(oidx)} calibrators")
+    if cal is not None:
+        oidx = cal.source_index[cal.used]
+        ax.scatter(x[oidx], y[oidx], s=30, marker="s", facecolors="none", edgecolors="C0", lw=0.7,
+                   label=f"{len(oidx)} calibrators")
     ax.legend(loc="upper right", fontsize=8)
     ax.set_title(f"{summary.source_file} ({summary.filter}), limit {summary.limiting_mag_5sigma:.2f} mag")
     fig.tight_layout()

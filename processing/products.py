@@ -45,15 +45,21 @@ def write_calibrated_fits(path, frame, wcs, summary):
         ("RP_SHA", summary.checksum_sha256[:64], "sha256 of the submitted file"),
         ("RP_WCS", summary.wcs_source, "WCS origin: header, refined or solved"),
         ("RP_ASTRM", _finite(summary.astrometric_rms_arcsec), "[arcsec] astrometric RMS"),
-        ("RP_ZP", summary.zero_point, "[mag] zero point, mag = ZP - 2.5 log10(ADU/s)"),
-        ("RP_ZPERR", summary.zero_point_err, "[mag] zero point error"),
-        ("RP_CTERM", summary.colour_term, "colour term in Gaia BP-RP"),
-        ("RP_CALBD", summary.calibration_band, "reference band"),
-        ("RP_NCAL", summary.n_calibrators, "number of calibrators"),
         ("RP_FWHM", summary.fwhm_arcsec, "[arcsec] PSF FWHM"),
-        ("RP_LIM5", _finite(summary.limiting_mag_5sigma), "[mag] 5-sigma limiting magnitude"),
         ("RP_APCOR", summary.aperture_correction, "[mag] aperture correction to total"),
+        ("RP_CALIB", summary.calib_level, "2: photometrically calibrated, 1: WCS only"),
     ]
+    if summary.calib_level == 2:
+        cards += [
+            ("RP_ZP", summary.zero_point, "[mag] zero point, mag = ZP - 2.5 log10(ADU/s)"),
+            ("RP_ZPERR", summary.zero_point_err, "[mag] zero point error"),
+            ("RP_CTERM", summary.colour_term, "colour term in Gaia BP-RP"),
+            ("RP_CALBD", summary.calibration_band, "reference band"),
+            ("RP_NCAL", summary.n_calibrators, "number of calibrators"),
+            ("RP_LIM5", _finite(summary.limiting_mag_5sigma), "[mag] 5-sigma limiting magnitude"),
+        ]
+    else:
+        cards.append(("RP_CALER", summary.calibration_error[:68], "why there is no zero point"))
     data = frame.data.copy()
     data[frame.mask] = np.nan
     with warnings.catch_warnings():      # long values shorten their comments: fine
@@ -63,8 +69,9 @@ def write_calibrated_fits(path, frame, wcs, summary):
         fits.PrimaryHDU(data, header).writeto(path, overwrite=True, checksum=True)
 
 
-def _finite(value):
-    return float(value) if value is not None and np.isfinite(value) else -1.0
+def _finite(value, missing=-1.0):
+    """FITS headers hold no NaN: ``missing`` stands for an unmeasured value."""
+    return float(value) if value is not None and np.isfinite(value) else missing
 
 
 def write_catalogue(directory, sources, summary):
@@ -81,7 +88,7 @@ def write_catalogue(directory, sources, summary):
     description = (f"RAPAS sources of {summary.source_file} ({summary.filter},"
                    f" MJD {summary.mjd_mid:.5f})")
     table.meta = {"EXTNAME": "SOURCES", "FILTER": summary.filter, "MJD-MID": summary.mjd_mid,
-                  "RP_ZP": summary.zero_point}
+                  "RP_ZP": _finite(summary.zero_point, -99.0)}
     table.write(directory / "sources.fits", overwrite=True)
     table.meta = {"description": description}
     from astropy.io.votable import from_table

@@ -23,13 +23,32 @@ OVERSAMPLING = 2
 MIN_PSF_STARS = 5
 
 
+#: Moffat beta assumed for the PSF's wings when no ePSF could be built
+DEFAULT_BETA = 3.0
+#: a PSF narrower than this (px) is undersampled (a DSLR colour plane, a
+#: short focal length): its FWHM measures poorly, and apertures and
+#: centroid windows need at least this
+MIN_SAMPLED_FWHM = 1.5
+
+
 @dataclass
 class PSFModel:
     """The frame's PSF: the photutils ePSF (None when too few stars) and the
-    FWHM (pixels) measured on it, or the moments' estimate without it."""
+    FWHM (pixels) measured on it, or the moments' estimate without it; the
+    Moffat beta of its wings."""
     epsf: object
     fwhm: float
     star_index: np.ndarray          # the detections it was built from
+    beta: float = DEFAULT_BETA
+
+    def encircled_energy(self, radius):
+        """Fraction of a star's flux within ``radius`` pixels (the Moffat model)."""
+        alpha = self.fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / self.beta) - 1.0))
+        return 1.0 - (1.0 + (np.asarray(radius) / alpha) ** 2) ** (1.0 - self.beta)
+
+    def magnitude_correction(self, r_from, r_to):
+        """m(r_to) - m(r_from) of a point source, from the Moffat model."""
+        return float(-2.5 * np.log10(self.encircled_energy(r_to) / self.encircled_energy(r_from)))
 
 
 def select_psf_stars(x, y, flux, peak, point_like, fwhm, saturate, shape, max_stars=40):
@@ -55,7 +74,7 @@ def build_epsf(data_sub, x, y, fwhm):
 
 
 def epsf_fwhm(epsf):
-    """FWHM in native pixels of a circular Moffat fitted to the oversampled ePSF.
+    """(FWHM in native pixels, beta) of a circular Moffat fitted to the oversampled ePSF.
 
     The ePSF includes the pixel response, as every measured FWHM does.  (The
     area above half maximum of the ePSF array is biased low by the builder's
@@ -70,7 +89,8 @@ def epsf_fwhm(epsf):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = fitting.LevMarLSQFitter()(guess, xx, yy, data)
-    return float(abs(fit.fwhm) / OVERSAMPLING)
+    beta = float(fit.alpha.value)
+    return float(abs(fit.fwhm) / OVERSAMPLING), beta if 1.5 < beta < 20 else DEFAULT_BETA
 
 
 def _sample(filtered, dx, dy):

@@ -108,16 +108,25 @@ def read_gaia_package(ra, dec, radius_deg, max_mag):
     return _normalise(cat)
 
 
+#: column names of Gaia extracts in other spellings (lower case) -> ours
+SYNONYMS = {"g": "phot_g_mean_mag", "gmag": "phot_g_mean_mag", "bp": "phot_bp_mean_mag",
+            "bpmag": "phot_bp_mean_mag", "rp": "phot_rp_mean_mag", "rpmag": "phot_rp_mean_mag",
+            "ra_icrs": "ra", "de_icrs": "dec", "dec_icrs": "dec", "pmde": "pmdec", "source": "source_id"}
+
+
 def _normalise(cat):
-    """Gaia column names, float64 positions, NaN for absent columns."""
+    """Gaia column names (ESA's, VizieR's, or short ones such as g, bp, rp),
+    float64 positions, NaN for absent photometry, 0 for absent identifiers."""
     cat = Table(cat, masked=False)
     for name in list(cat.colnames):
-        if name.lower() in COLUMNS and name != name.lower():
-            cat.rename_column(name, name.lower())
+        ours = SYNONYMS.get(name.lower(), name.lower())
+        if ours in COLUMNS and ours != name and ours not in cat.colnames:
+            cat.rename_column(name, ours)
     n = len(cat)
     for name in COLUMNS:
         if name not in cat.colnames:
-            cat[name] = np.full(n, GAIA_DR3_EPOCH if name == "ref_epoch" else np.nan)
+            cat[name] = (np.zeros(n, dtype=np.int64) if name == "source_id"
+                         else np.full(n, GAIA_DR3_EPOCH if name == "ref_epoch" else np.nan))
         if name != "source_id":
             cat[name] = np.ma.filled(np.ma.asarray(cat[name], dtype=float), np.nan)
     for name in ("pmra", "pmdec"):

@@ -88,6 +88,38 @@ class SimulatedFrame:
         return p["sky_adu"] * (1.0 + p["sky_gradient"] * (np.asarray(x) / (w - 1) - 0.5))
 
 
+def write_amplifiers(sim, path, gains=(1.2, 1.6, 2.1, 1.4), bias=(1000.0, 1180.0, 930.0, 1260.0),
+                     overscan=16, seed=0):
+    """Write ``sim`` as a raw four-amplifier camera would: a primary header
+    (the observation and the WCS of the assembled frame) and one image HDU
+    per quadrant, each read out from its own corner (stored flipped, its
+    DETSEC reversed), in ADU of its own gain above its own bias, with
+    ``overscan`` columns of bias and read noise beside the data
+    (DATASEC, BIASSEC, DETSEC, GAIN, RDNOISE)."""
+    rng = np.random.default_rng(seed)
+    h, w = sim.image.shape
+    hh, hw = h // 2, w // 2
+    electrons = sim.image.astype(np.float64) * sim.params["gain"]
+    primary = fits.PrimaryHDU(header=sim.header.copy())
+    for key in ("GAIN", "RDNOISE", "SATURATE"):
+        primary.header.remove(key, ignore_missing=True)
+    hdus = [primary]
+    for k, (qy, qx) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+        quadrant = electrons[qy * hh:(qy + 1) * hh, qx * hw:(qx + 1) * hw][::-1 if qy else 1, ::-1 if qx else 1]
+        read_noise = sim.params["rdnoise"] / gains[k]
+        raw = np.empty((hh, hw + overscan))
+        raw[:, :hw] = quadrant / gains[k] + bias[k]
+        raw[:, hw:] = bias[k] + rng.normal(0.0, read_noise, (hh, overscan))
+        x1, x2 = (w, hw + 1) if qx else (1, hw)
+        y1, y2 = (h, hh + 1) if qy else (1, hh)
+        header = fits.Header([("EXTNAME", f"AMP{k + 1}"), ("DATASEC", f"[1:{hw},1:{hh}]"),
+                              ("BIASSEC", f"[{hw + 1}:{hw + overscan},1:{hh}]"), ("DETSEC", f"[{x1}:{x2},{y1}:{y2}]"),
+                              ("GAIN", gains[k], "[e-/ADU]"), ("RDNOISE", sim.params["rdnoise"], "[e-]")])
+        hdus.append(fits.ImageHDU(np.clip(np.round(raw), 0, 65535).astype(np.uint16), header))
+    fits.HDUList(hdus).writeto(path, overwrite=True)
+    return path
+
+
 def make_wcs(shape, ra, dec, pixscale_arcsec, rotation_deg=0.0, sip=True, flip=False):
     """TAN (-SIP) WCS centred on the frame; ``flip`` mirrors the parity."""
     h, w = shape

@@ -23,6 +23,7 @@ from astropy.time import Time
 from processing import enrich
 from processing.config import Config
 from processing.pipeline import reduce
+from processing.refcat import propagate
 from processing.simulate import simulate_frame
 from standins import StandIns, random_far_positions
 
@@ -94,8 +95,8 @@ def sky(dachs, standins, tmp_path_factory):
     # fast movers: where the star is now, minus their (large) SIMBAD proper motion
     t_mid = Time(sim.header["DATE-OBS"], scale="utc") + sim.params["exptime"] / 2 * u.s
     years = t_mid.jyear - 2000.0
-    fast_dec = truth["dec_obs"][fast_rows] - FAST_PM[1] * years / 3.6e6
-    fast_ra = truth["ra_obs"][fast_rows] - FAST_PM[0] * years / 3.6e6 / np.cos(np.radians(fast_dec))
+    fast_ra, fast_dec = propagate(truth["ra_obs"][fast_rows], truth["dec_obs"][fast_rows], FAST_PM[0], FAST_PM[1],
+                                  -years)
     nothing = np.full(N_DECOYS, np.nan)
     simbad = Table({"main_id": np.concatenate([main_id, [f"DECOY S{k}" for k in range(N_DECOYS)],
                                                [f"HPM {k}" for k in range(N_FAST)]]).astype(str),
@@ -132,11 +133,9 @@ def sky(dachs, standins, tmp_path_factory):
 
 def _at_j2000(truth, rng):
     """Catalogue positions at J2000 (Gaia's 2016 ones moved back), with 0.1 arcsec of noise."""
-    dt = 2000.0 - 2016.0
-    dec = truth["dec"] + truth["pmdec"] * dt / 3.6e6 + rng.normal(0, 0.1, len(truth)) / 3600
-    ra = truth["ra"] + (truth["pmra"] * dt / 3.6e6 + rng.normal(0, 0.1, len(truth)) / 3600) \
-        / np.cos(np.radians(truth["dec"]))
-    return np.asarray(ra), np.asarray(dec)
+    ra, dec = propagate(truth["ra"], truth["dec"], truth["pmra"], truth["pmdec"], 2000.0 - 2016.0)
+    noise = rng.normal(0, 0.1, (2, len(truth))) / 3600
+    return ra + noise[0] / np.cos(np.radians(dec)), dec + noise[1]
 
 
 def services(tap, standins, **changes):

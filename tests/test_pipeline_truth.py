@@ -129,3 +129,27 @@ def test_products_are_complete_and_typed(truth_run):
     for stage in ("load", "header", "detection", "refinement", "photometry", "psf-fit", "calibration", "products"):
         assert stage in stages
     assert set(result.summary["stage_times_s"]) >= {"detection", "photometry", "calibration"}
+
+
+def test_stages_and_warnings_are_in_the_log_and_the_summary(tmp_path):
+    """The log names the stages in the runner's order and brackets each one;
+    a warning raised after the header was read (no site: no airmass) reaches
+    both the log and the summary."""
+    from processing.config import Config
+    from processing.pipeline import STAGES, reduce
+    from processing.simulate import simulate_frame
+    sim = simulate_frame(shape=(512, 512), n_stars=300, seed=13)
+    for key in ("SITELAT", "SITELONG", "SITEELEV"):
+        del sim.header[key]
+    sim.catalogue.write(tmp_path / "ref.fits")
+    result = reduce(sim.write(tmp_path / "f.fits"), tmp_path / "out",
+                    Config(enrichment={}, refcat={"kind": "file", "path": str(tmp_path / "ref.fits")}))
+    log = result.path("rapas.log").read_text()
+    names = [name for name, _ in STAGES]
+    assert "stages: " + ", ".join(names) in log
+    started = [line.split()[3] for line in log.splitlines() if line.split()[2:3] == ["stage"] and "started" in line]
+    done = [line.split()[3] for line in log.splitlines() if " done in " in line]
+    assert started == names == done
+    warning = "no AIRMASS and no site coordinates: airmass unknown"
+    assert f"warning: {warning}" in log and warning in result.summary["warnings"]
+    assert set(result.summary["stage_times_s"]) == set(names) == set(result.summary["stage_cpu_s"])

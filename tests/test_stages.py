@@ -121,7 +121,7 @@ def _calibration_case(n=150, zero_point=23.5, colour_term=0.1, seed=4):
     e_inst = np.full(n, 0.01)
     m_inst = g - zero_point - colour_term * bp_rp + rng.normal(0, 0.01, n)
     phot = types.SimpleNamespace(x=rng.uniform(0, 1023, n), y=rng.uniform(0, 1023, n), m_inst=m_inst,
-                                 e_inst=e_inst, flags=np.zeros(n, np.int32))
+                                 e_inst=e_inst, flags=np.zeros(n, np.int32), star_sized=np.ones(n, bool))
     match = calibrate.GaiaMatch(np.arange(n), np.arange(n), np.zeros(n), 1.0)
     return phot, ref, match
 
@@ -129,7 +129,7 @@ def _calibration_case(n=150, zero_point=23.5, colour_term=0.1, seed=4):
 def test_zero_point_and_colour_term_from_matched_pairs():
     phot, ref, match = _calibration_case()
     phot.m_inst[:8] -= 0.4                                       # variables and blends
-    cal = calibrate.calibrate(phot, ref, match, canonical_band("G"), Config(), (1024, 1024), lambda *a: None)
+    cal = calibrate.calibrate(phot, ref, match, canonical_band("G"), Config(), (1024, 1024), lambda *a: None, lambda *a: None)
     assert cal.zero_point == pytest.approx(23.5, abs=3 * cal.zero_point_err) and cal.zero_point_err < 0.003
     assert cal.colour_term == pytest.approx(0.1, abs=3 * cal.colour_term_err)
     assert cal.n_calibrators >= 140 and not cal.used[np.argsort(cal.source_index)][:8].any()
@@ -139,7 +139,7 @@ def test_zero_point_fit_refuses_too_few_calibrators():
     phot, ref, match = _calibration_case(n=30)
     match = calibrate.GaiaMatch(match.source_index[:4], match.ref_index[:4], match.separation[:4], 1.0)
     with pytest.raises(CalibrationError, match="no calibrators: 4 stars matched"):
-        calibrate.calibrate(phot, ref, match, canonical_band("G"), Config(), (1024, 1024), lambda *a: None)
+        calibrate.calibrate(phot, ref, match, canonical_band("G"), Config(), (1024, 1024), lambda *a: None, lambda *a: None)
 
 
 def test_cross_match_is_one_to_one_within_the_radius():
@@ -163,3 +163,66 @@ def test_proper_motion_propagation_round_trips():
                                                                              rel=1e-4)
     back = refcat.propagate(ra1, dec1, pmra, pmdec, -10.0)
     assert crossmatch.separation_arcsec(ra, dec, *back) == pytest.approx([0, 0], abs=1e-3)
+
+
+def test_zero_point_fit_models_intrinsic_scatter_and_rejects_only_outliers():
+    """20 % outliers (0.3 to 1 mag off: blends, variables) on top of 0.05 mag
+    of intrinsic scatter: the zero point and colour term within their
+    errors, the scatter found, nearly all outliers and few good stars rejected."""
+    phot, ref, match = _calibration_case(n=400, seed=8)
+    rng = np.random.default_rng(8)
+    phot.m_inst += rng.normal(0, 0.05, 400)
+    outliers = rng.random(400) < 0.2
+    phot.m_inst[outliers] += rng.choice([-1, 1], outliers.sum()) * rng.uniform(0.3, 1.0, outliers.sum())
+    cal = calibrate.calibrate(phot, ref, match, canonical_band("G"), Config(), (1024, 1024), lambda *a: None,
+                              lambda *a: None)
+    assert abs(cal.zero_point - 23.5) < 3 * cal.zero_point_err and cal.zero_point_err < 0.01
+    assert abs(cal.colour_term - 0.1) < 3 * cal.colour_term_err
+    assert cal.intrinsic_rms == pytest.approx(0.05, abs=0.01)
+    used = np.zeros(400, bool)
+    used[cal.source_index[cal.used]] = True
+    assert (~used[outliers]).mean() >= 0.9 and (~used[~outliers]).mean() <= 0.02
+
+
+def _star_field(n, shape=(1400, 1400), seed=0):
+    """n reference stars on a frame, and a WCS that is 8 arcsec and 0.3 deg off."""
+    from processing.simulate import make_wcs, perturb_wcs
+    rng = np.random.default_rng(seed)
+    true = make_wcs(shape, 210.0, 30.0, 1.6, rotation_deg=5.0, sip=False)
+    x, y = rng.uniform(50, shape[1] - 50, n), rng.uniform(50, shape[0] - 50, n)
+    ra, dec = true.all_pix2world(x, y, 0)
+    x_measured = x + rng.normal(0, 0.1, n)
+    y_measured = y + rng.normal(0, 0.1, n)
+    return true, perturb_wcs(true, 8.0, 0.3), x_measured, y_measured, Table(dict(ra=ra, dec=dec)), shape
+
+
+def test_refinement_order_follows_the_matches():
+    """13 matched stars (a 38-arcmin field at 1.6 arcsec/px) give a linear WCS,
+    not a failure; 4 give a shift, scale and rotation; both within 0.2 px."""
+    from processing import astrometry
+    for n, order in ((13, 1), (4, 0)):
+        true, start, x, y, cat, shape = _star_field(n)
+        fit = astrometry.refine(start, x, y, cat, 2.5, 4, shape, lambda *a: None)
+        assert fit.fit_order == order and fit.verified and fit.n_stars == n
+        gx, gy = np.meshgrid(np.linspace(0, shape[1] - 1, 8), np.linspace(0, shape[0] - 1, 8))
+        ra, dec = true.all_pix2world(gx.ravel(), gy.ravel(), 0)
+        px, py = fit.wcs.all_world2pix(ra, dec, 0)
+        assert np.sqrt(np.mean((px - gx.ravel()) ** 2 + (py - gy.ravel()) ** 2)) < 0.2, n
+
+
+def test_a_refined_wcs_must_beat_the_one_it_started_from():
+    """The comparison that keeps a WCS rather than a worse refinement: many
+    more stars matched win; with about as many, the smaller median distance
+    (a fit through one bad star has the smaller sum of squares, not the
+    smaller median)."""
+    from processing.astrometry import better_than
+    assert better_than((150, 0.9), (12, 0.2))             # a WCS 8 arcsec off matched 12 by chance
+    assert not better_than((12, 0.2), (150, 0.9))
+    assert better_than((133, 0.45), (138, 0.62))          # a solve-field solution, then refined
+    assert not better_than((3, 0.40), (3, 0.18))          # three stars, one 2 arcsec off, fitted through
+    # and refinement keeps the start when the fit does not beat it
+    from processing import astrometry
+    true, _, x, y, cat, shape = _star_field(40)
+    kept = astrometry.refine(true, x, y, cat, 2.5, 4, shape, lambda *a: None)
+    n, median = astrometry.match_quality(kept.wcs, x, y, cat, 4.0)
+    assert kept.verified and n == 40 and median < 0.25
