@@ -25,7 +25,7 @@
       calibrated FITS is the access_url; its sources are in rapas.sources
       (join on obs_id).</meta>
     <mixin
-      calibLevel="2"
+      calibLevel="calib_level"
       collectionName="'RAPAS'"
       targetName="object_name"
       expTime="exptime"
@@ -55,6 +55,13 @@
       verbLevel="10" description="Telescope from the TELESCOP keyword"/>
     <column name="filter" type="text" ucd="meta.id;instr.filter" tablehead="Filter"
       verbLevel="1" description="RAPAS canonical band (G, BP, RP, Johnson-Cousins, SDSS or CLEAR)"/>
+    <column name="calib_level" type="smallint" required="True" ucd="meta.code;obs.calib"
+      tablehead="Calib. level" verbLevel="5"
+      description="2: astrometrically and photometrically calibrated; 1: WCS only, the photometric
+        calibration failed (zero point NULL, see calibration_error; the sources carry instrumental
+        magnitudes only)"/>
+    <column name="calibration_error" type="text" ucd="meta.note" tablehead="Calibration error"
+      verbLevel="15" description="Why a calibration-level-1 image has no zero point; NULL otherwise"/>
     <column name="calibration_band" type="text" ucd="meta.ref;instr.filter"
       tablehead="Cal. band" verbLevel="15"
       description="Gaia DR3 band the zero point refers to"/>
@@ -237,9 +244,10 @@
                 ("n_sources", "n_sources"), ("astrometric_rms", "astrometric_rms_arcsec"),
                 ("wcs_source", "wcs_source"), ("pipeline_version", "pipeline_version"),
                 ("processing_time", "processing_time_s"), ("checksum", "checksum_sha256"),
-                ("fov", "fov_deg")]:
+                ("fov", "fov_deg"), ("calibration_error", "calibration_error")]:
               value = s.get(key)
               result[dest] = None if isinstance(value, float) and value != value else value
+            result["calib_level"] = s.get("calib_level", 2)
             result["warnings"] = "\n".join(s.get("warnings") or []) or None
             result["enrichment_missing"] = ",".join(s.get("enrichment_missing") or []) or None
             result["n_notable"] = len(s.get("notable_objects") or [])
@@ -475,10 +483,37 @@
           description="Wall-clock limit of Astrometry.net (default 120 s)">
           <values min="1" max="3600"/>
         </inputKey>
+        <inputKey name="ra" type="real" unit="deg" ucd="pos.eq.ra" tablehead="Pointing RA"
+          description="Where the frame points, for plate solving when the header has no usable WCS
+            (default: RA/DEC, OBJCTRA/OBJCTDEC, RA-MNT/DEC-MNT... in the header)">
+          <values min="0" max="360"/>
+        </inputKey>
+        <inputKey name="dec" type="real" unit="deg" ucd="pos.eq.dec" tablehead="Pointing Dec"
+          description="Declination of the pointing (give it with ra)">
+          <values min="-90" max="90"/>
+        </inputKey>
+        <inputKey name="radius" type="real" unit="deg" tablehead="Pointing error"
+          description="How far the field centre may be from the pointing (default 0.5 deg)">
+          <values min="0.001" max="10"/>
+        </inputKey>
+        <inputKey name="scale" type="real" unit="arcsec/pix" tablehead="Pixel scale"
+          description="Pixel scale for plate solving (default: PIXSCALE, or FOCALLEN and XPIXSZ, in the header)">
+          <values min="0.01" max="200"/>
+        </inputKey>
+        <inputKey name="saturation" type="real" unit="adu" tablehead="Saturation"
+          description="Saturation level (default: SATURATE or DATAMAX in the header, else the clip level
+            found in the data)">
+          <values min="1"/>
+        </inputKey>
+        <inputKey name="colour_plane" type="text" multiplicity="single" tablehead="Bayer colour plane"
+          description="For a raw DSLR or one-shot-colour (Bayer) mosaic: the colour plane reduced,
+            at half resolution (G: band TG against Gaia G; R: TR against RP; B: TB against BP)">
+          <values default="G"><option>G</option><option>R</option><option>B</option></values>
+        </inputKey>
         <inputKey name="psf" type="boolean" tablehead="PSF photometry"
           description="Fit an empirical PSF to every source (default true)"/>
         <inputKey name="cosmics" type="boolean" tablehead="Mask cosmic rays"
-          description="Mask cosmic rays with LA Cosmic (default false)"/>
+          description="Mask cosmic rays with LA Cosmic (default: when most detections are sharper than a star)"/>
         <inputKey name="apertures" type="text" tablehead="Aperture radii"
           description="Four aperture radii in FWHM units, comma-separated (default 1,1.5,2,3)"/>
         <inputKey name="site" type="text" tablehead="Site"

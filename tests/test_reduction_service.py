@@ -18,6 +18,7 @@ from astropy.io import fits
 from astropy.stats import mad_std
 
 from dachs_instance import DachsInstance
+from processing.refcat import propagate
 from processing.simulate import simulate_frame
 from uws_client import UWSClient
 
@@ -63,9 +64,7 @@ def _variables(sky):
     order = np.argsort(t["ref_mag"])
     pick = [k for k in order if 14 < t["ref_mag"][k] < 16 and not t["saturated"][k]
             and np.sort(np.hypot(t["x"] - t["x"][k], t["y"] - t["y"][k]))[1] > 10][:len(VARIABLES)]
-    years = 2000.0 - 2016.0
-    dec = t["dec"][pick] + t["pmdec"][pick] * years / 3.6e6
-    ra = t["ra"][pick] + t["pmra"][pick] * years / 3.6e6 / np.cos(np.radians(t["dec"][pick]))
+    ra, dec = propagate(t["ra"][pick], t["dec"][pick], t["pmra"][pick], t["pmdec"][pick], 2000.0 - 2016.0)
     return Table({"Name": list(VARIABLES), "RAJ2000": ra, "DEJ2000": dec, "Type": ["EA"] * len(pick),
                   "Period": [1.1, 2.2, 3.3][:len(pick)]})
 
@@ -147,6 +146,47 @@ def test_enrichment_and_observatory_code_are_job_parameters(service):
     summary = json.loads(client.result(job_url, "summary.json"))
     assert {e["status"] for e in summary["enrichment"].values()} == {"disabled"}
     assert summary["observatory_code"] == "C95" and summary["notable_objects"] == []
+
+
+def test_a_frame_that_cannot_be_calibrated_is_archived_with_its_wcs_only(service):
+    """Every star saturated (the saturation parameter at 450 ADU, sky 300):
+    no calibrators, but the WCS refines on the saturated stars.  The job
+    COMPLETEs with the reason in its results; the archive holds the image as
+    calibration level 1 (ObsCore and SIAP2 show it, with no zero point) and
+    its sources with instrumental magnitudes only."""
+    client = alice(service)
+    job_url, job = client.submit(exposure(service, 40), saturation="450")
+    assert job.phase == "COMPLETED", error_message(job)
+    archived = json.loads(client.result(job_url, "archive.json"))
+    assert archived["calib_level"] == 1 and "no calibrators" in archived["calibration_error"]
+    summary = json.loads(client.result(job_url, "summary.json"))
+    assert summary["wcs_source"] == "refined" and summary["saturate"] == 450.0
+    tap = pyvo.dal.TAPService(service.url + "/tap")
+    obs_id = archived["obs_id"]
+    image = tap.search(f"SELECT calib_level, zero_point, limiting_mag, calibration_error FROM rapas.images"
+                       f" WHERE obs_id='{obs_id}'").to_table()[0]
+    assert image["calib_level"] == 1 and np.ma.is_masked(image["zero_point"]) and np.ma.is_masked(image["limiting_mag"])
+    assert image["calibration_error"] == archived["calibration_error"]
+    obscore = tap.search(f"SELECT calib_level FROM ivoa.obscore WHERE obs_publisher_did='{archived['pubDID']}'")
+    assert list(obscore.to_table()["calib_level"]) == [1]
+    sia = pyvo.dal.SIA2Service(service.url + "/rapas/q/siap2/siap2.xml", check_baseurl=False)
+    assert archived["pubDID"] in list(sia.search(calib=1).to_table()["obs_publisher_did"])
+    assert archived["pubDID"] not in list(sia.search(calib=2).to_table()["obs_publisher_did"])
+    counts = tap.search(f"SELECT COUNT(*) AS n, COUNT(mag_cal) AS calibrated, COUNT(mag_inst) AS instrumental"
+                        f" FROM rapas.sources WHERE obs_id='{obs_id}'").to_table()[0]
+    assert counts["n"] == archived["n_sources"] > 100
+    assert counts["calibrated"] == 0 and counts["instrumental"] > 100
+
+
+def test_a_frame_without_wcs_is_solved_from_the_pointing_and_scale_parameters(service):
+    """No WCS in the header, a 15-arcmin field: the job's scale parameter (and
+    the header's pointing) let it solve against the reference stars."""
+    client = alice(service)
+    job_url, job = client.submit(_without_wcs(service), filename="nowcs.fits", scale="1.2")
+    assert job.phase == "COMPLETED", error_message(job)
+    summary = json.loads(client.result(job_url, "summary.json"))
+    assert summary["wcs_source"] == "solved" and summary["astrometric_rms_arcsec"] < 0.3
+    assert abs(summary["zero_point"] - service.sky.params["zero_point"]) < 0.02
 
 
 def test_progress_is_visible_while_the_job_runs(service):

@@ -117,7 +117,8 @@ def ingest(product_dir):
         raise IngestError(f"ingestion of {product_dir.name} failed and was rolled back:"
                           f" {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
     shutil.rmtree(backup, ignore_errors=True)
-    return {"obs_id": obs_id, "pubDID": pub_did, "n_sources": int(n_rows)}
+    return {"obs_id": obs_id, "pubDID": pub_did, "n_sources": int(n_rows), "calib_level": summary.calib_level,
+            "calibration_error": summary.calibration_error}
 
 
 def remove(obs_id):

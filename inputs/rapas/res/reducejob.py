@@ -63,14 +63,16 @@ def pipeline_arguments(inputTable):
                       ("border", "--border"), ("max_calib_mag", "--max-calib-mag"),
                       ("plate_solve", "--solve"), ("solve_timeout", "--solve-timeout"),
                       ("apertures", "--apertures"), ("site", "--site"),
-                      ("observatory_code", "--observatory-code")):
+                      ("observatory_code", "--observatory-code"), ("ra", "--ra"), ("dec", "--dec"),
+                      ("radius", "--radius"), ("scale", "--scale"), ("saturation", "--saturation"),
+                      ("colour_plane", "--colour-plane")):
         value = inputTable.getParam(par)
         if value is not None and value != "":
             options += [flag, str(value)]
     if inputTable.getParam("psf") is False:
         options.append("--no-psf")
     if inputTable.getParam("cosmics"):
-        options.append("--cosmics")
+        options += ["--cosmics", "always"]
     if inputTable.getParam("enrich") is False:
         options.append("--no-enrich")
     config = site_config()
