@@ -17,6 +17,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import fit_wcs_from_points, proj_plane_pixel_scales
 
 from .crossmatch import nearest_match, separation_arcsec
+from .fitting import surface_terms
 from .errors import AstrometryError, one_line
 from .hints import SEARCH_RADIUS
 
@@ -296,24 +297,37 @@ def _matches(wcs, x, y, cat, radius_arcsec, clip):
 
 
 def _best_fit(wcs, x, y, ra, dec, highest, shape):
-    """(WCS, order): of the fits of orders 1 to ``highest`` (or 0), the one
-    with the lowest Bayesian information criterion on these pairs, 2n
-    ln(RSS / 2n) + k ln(2n): a higher order must lower the residuals by more
-    than its extra coefficients can (a cubic distortion does not get a
-    quartic fit that bends the corners)."""
-    best, best_order, best_bic = None, None, np.inf
-    for order in range(min(1, highest), highest + 1):
-        fitted = _fit_wcs(wcs, x, y, ra, dec, order, shape)
-        if fitted is None:
-            continue
-        fra, fdec = fitted.all_pix2world(x, y, 0)
-        rss = float(np.sum(separation_arcsec(fra, fdec, ra, dec) ** 2))
-        n_values = 2 * len(x)
-        n_params = 4 if order == 0 else 6 + 2 * max(0, (order + 1) * (order + 2) // 2 - 3)
-        bic = n_values * np.log(max(rss, 1e-12) / n_values) + n_params * np.log(n_values)
+    """(WCS, order): the fit of the order, up to ``highest``, that the
+    Bayesian information criterion prefers (``bic_order``); None when the
+    fit fails."""
+    order = highest
+    if highest >= 2:
+        linear = wcs.deepcopy()          # the catalogue in pixels of the undistorted projection
+        linear.sip = None
+        xc, yc = linear.wcs_world2pix(ra, dec, 0)
+        order = bic_order(x, y, xc, yc, shape, highest)
+    return _fit_wcs(wcs, x, y, ra, dec, order, shape), order
+
+
+def bic_order(x, y, x_to, y_to, shape, highest):
+    """The polynomial order (1 to ``highest``) of the map from the measured
+    pixels (x, y) to the catalogue's pixels (x_to, y_to) with the lowest
+    Bayesian information criterion, 2n ln(RSS / 2n) + k ln(2n): a higher
+    order must lower the residuals by more than its extra coefficients can
+    (a cubic distortion gets no quartic fit that bends the corners).
+    Linear least squares in pixels: the distortion terms are SIP's."""
+    best_order, best_bic = 1, np.inf
+    values = np.concatenate([x_to, y_to])
+    n_values = values.size
+    for order in range(1, highest + 1):
+        terms = surface_terms(x, y, shape, order)
+        design = np.block([[terms, np.zeros_like(terms)], [np.zeros_like(terms), terms]])
+        residuals = values - design @ np.linalg.lstsq(design, values, rcond=None)[0]
+        bic = n_values * np.log(max(float(residuals @ residuals), 1e-12) / n_values) \
+            + design.shape[1] * np.log(n_values)
         if bic < best_bic:
-            best, best_order, best_bic = fitted, order, bic
-    return best, best_order
+            best_order, best_bic = order, bic
+    return best_order
 
 
 def _fit_wcs(wcs, x, y, ra, dec, order, shape):
