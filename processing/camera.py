@@ -27,16 +27,17 @@ def saturation_from_data(data):
     """The clip level (ADU) if the brightest pixels pile up at one value, else None.
 
     A camera that saturates writes its full-well or ADC maximum into every
-    saturated pixel: one value, far more frequent than its neighbours.  Only
-    the top tenth of the range between the median and the maximum is
-    examined; a few hot pixels above the pile-up do not hide it.
+    saturated pixel: one value, far more frequent than its neighbours.  The
+    pixels examined are the brightest: above 70 % of the way from the median
+    to the maximum, or above the 99.9th percentile if that is lower (a few
+    pixels above the clip level, hot or corrupt, do not hide it).
     """
     sample = data[::4, ::4]
     sample = sample[np.isfinite(sample)]
     if sample.size == 0:
         return None
     median, top = float(np.median(sample)), float(np.nanmax(data))
-    bright = data[data >= median + 0.7 * (top - median)]
+    bright = data[data >= min(median + 0.7 * (top - median), float(np.percentile(sample, 99.9)))]
     if bright.size < MIN_PILE_UP:
         return None
     levels, counts = np.unique(bright, return_counts=True)

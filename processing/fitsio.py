@@ -113,6 +113,9 @@ def _read(path, notes):
 
 
 def _assembled(hdul, images, notes):
+    """(data, header, ...) as ``_read``: the amplifiers assembled into one frame
+    in electrons (``camera.assemble_amplifiers``) under the primary header,
+    which holds the observation and the WCS of the assembled frame."""
     amplifiers = [camera.Amplifier(np.asarray(hdu.data, dtype=np.float64), hdu.header,
                                    str(hdu.header.get("EXTNAME") or hdu.header.get("AMPNAME") or i))
                   for i, hdu in images]
@@ -158,7 +161,7 @@ def load_frame(path, colour="G"):
     data, header, bias = _overscan_and_trim(data, header, notes)
     if saturation is not None:
         saturation -= bias
-        notes.append(f"clip level {saturation:.0f} ADU found in the data (pile-up of the brightest pixels)")
+        notes.append(f"clip level {saturation:.0f} found in the data (pile-up of the brightest pixels)")
     plane = None
     pattern = camera.cfa_pattern(header)
     if pattern is not None:

@@ -63,12 +63,11 @@ def from_header(header, config):
         origin.append("pointing from the options")
     else:
         for ra_key, dec_key in POINTING_KEYS:
-            position = _position(header.get(ra_key), header.get(dec_key), decimal_hours=False)
+            position = _position(header.get(ra_key), header.get(dec_key))
             if position is not None:
                 ra, dec = position
                 origin.append(f"pointing {ra_key}/{dec_key}")
                 break
-    low = high = None
     if config.hint_scale:
         low, high = 0.9 * config.hint_scale, 1.1 * config.hint_scale
         origin.append(f"scale {config.hint_scale:g} arcsec/px from the options")
@@ -88,14 +87,14 @@ def _number(value):
     return value if np.isfinite(value) else None
 
 
-def _position(ra, dec, decimal_hours):
-    """(ra, dec) in degrees from numbers (degrees) or sexagesimal strings."""
+def _position(ra, dec):
+    """(ra, dec) in degrees from numbers (degrees) or sexagesimal strings (hours, degrees)."""
     if ra is None or dec is None or str(ra).strip() == "" or str(dec).strip() == "":
         return None
     ra_n, dec_n = _number(ra), _number(dec)
     try:
         if ra_n is not None and dec_n is not None:
-            ra_deg, dec_deg = ra_n * (15.0 if decimal_hours else 1.0), dec_n
+            ra_deg, dec_deg = ra_n, dec_n
         else:
             ra_deg = Angle(str(ra).strip(), unit=u.hourangle).degree
             dec_deg = Angle(str(dec).strip(), unit=u.deg).degree
