@@ -134,8 +134,8 @@ def sky(dachs, standins, tmp_path_factory):
 def _at_j2000(truth, rng):
     """Catalogue positions at J2000 (Gaia's 2016 ones moved back), with 0.1 arcsec of noise."""
     ra, dec = propagate(truth["ra"], truth["dec"], truth["pmra"], truth["pmdec"], 2000.0 - 2016.0)
-    noise = rng.normal(0, 0.1, (2, len(truth))) / 3600
-    return ra + noise[0] / np.cos(np.radians(dec)), dec + noise[1]
+    noise_dec, noise_ra = (rng.normal(0, 0.1, len(truth)) / 3600 for _ in range(2))
+    return ra + noise_ra / np.cos(np.radians(dec)), dec + noise_dec
 
 
 def services(tap, standins, **changes):
