@@ -318,6 +318,127 @@ def _pipeline_pid(job_url):
     return pids[0] if pids else None
 
 
+# ---- the database going away under a running job ------------------------------
+# The PostgreSQL cluster is shared with other instances, so a restart is
+# played by terminating the instance's backends (pg_terminate_backend): the
+# job's pooled connections die as they would in a restart.  A table lock held
+# by the test pins the job at the step under test first.  DaCHS's server
+# answers a few requests with 500 while its own pools shed their dead
+# connections, so the client here retries those (DELAYED_500S).
+DELAYED_500S = 10
+
+def _psql(service, sql):
+    return subprocess.run(["psql", "-qtA", "-d", service.dbname, "-c", sql], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def _terminate(service, condition="TRUE"):
+    """Terminate the instance's database backends matching ``condition``; how many."""
+    return int(_psql(service, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                              f" WHERE datname = current_database() AND pid <> pg_backend_pid() AND {condition}"))
+
+
+class _TableLock:
+    """An exclusive lock on a table, held by a psql session of its own until released."""
+
+    def __init__(self, service, table):
+        self.service = service
+        self.session = subprocess.Popen(
+            ["psql", "-q", "-d", service.dbname, "-c",
+             f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(120); COMMIT;"],
+            env=dict(os.environ, PGAPPNAME="rapas-test-lock"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def wait_for_a_blocked_backend(self, timeout=120):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if int(_psql(self.service, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                       " AND wait_event_type = 'Lock'")):
+                return
+            time.sleep(0.2)
+        raise TimeoutError("no backend blocked on the lock")
+
+    def release(self):
+        _terminate(self.service, "application_name = 'rapas-test-lock'")
+        self.session.wait(timeout=30)
+
+
+def _wait_executing(client, job_url):
+    deadline = time.monotonic() + 120
+    while _pipeline_pid(job_url) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _archived_files(service, image_bytes):
+    import hashlib
+    from processing.contract import obs_id_for
+    obs_id = obs_id_for(hashlib.sha256(image_bytes).hexdigest())
+    rows = service.sql(f"SELECT count(*) FROM rapas.images WHERE obs_id='{obs_id}'")[0][0]
+    return obs_id, rows, (service.resdir / "data" / obs_id).exists()
+
+
+def test_database_restart_during_the_pipeline_leaves_a_completed_archived_job(service):
+    """All connections die while the pipeline runs: the job stores the frame
+    with fresh connections and ends COMPLETED with archive.json."""
+    client = alice(service)
+    frame = simulate_frame(**dict(SKY, shape=(2048, 2048), n_stars=3000), noise_seed=50)
+    path = frame.write(service.work / "restart1.fits")
+    job_url = client.create(path)
+    client.run(job_url)
+    _wait_executing(client, job_url)
+    assert _terminate(service) >= 1
+    job = client.wait(job_url, server_errors=DELAYED_500S)
+    assert job.phase == "COMPLETED", error_message(job)
+    archived = json.loads(client.result(job_url, "archive.json"))
+    obs_id, rows, files = _archived_files(service, path.read_bytes())
+    assert (archived["obs_id"], rows, files) == (obs_id, 1, True)
+
+
+def test_database_restart_during_ingestion_rolls_back_with_one_plain_line(service):
+    """The ingestion's connection dies in the middle of its transaction:
+    nothing is stored, no product directory, ERROR with a plain sentence."""
+    client = alice(service)
+    path = exposure(service, 51)
+    before = counts(service)
+    job_url = client.create(path)
+    client.run(job_url)
+    _wait_executing(client, job_url)
+    lock = _TableLock(service, "rapas.images")
+    try:
+        lock.wait_for_a_blocked_backend()                  # the ingestion, waiting to write
+        assert _terminate(service, "wait_event_type = 'Lock'") == 1
+    finally:
+        lock.release()
+    job = client.wait(job_url, server_errors=DELAYED_500S)
+    assert job.phase == "ERROR"
+    assert error_message(job).strip() == ("the archive database restarted while the frame was being stored;"
+                                          " nothing was stored \u2014 submit it again")
+    assert counts(service) == before
+    assert _archived_files(service, path.read_bytes())[1:] == (0, False)
+
+
+def test_database_restart_before_the_final_phase_is_retried_to_completed(service):
+    """Every connection but the ingestion's dies while the ingestion waits:
+    the frame is stored, the job's pooled connection for its final phase is
+    dead, the write is retried, and the job says COMPLETED, as the archive does."""
+    client = alice(service)
+    path = exposure(service, 52)
+    job_url = client.create(path)
+    client.run(job_url)
+    _wait_executing(client, job_url)
+    lock = _TableLock(service, "rapas.images")
+    try:
+        lock.wait_for_a_blocked_backend()                  # the ingestion, waiting to write
+        assert _terminate(service, "wait_event_type IS DISTINCT FROM 'Lock'"
+                                   " AND application_name <> 'rapas-test-lock'") >= 1
+    finally:
+        lock.release()
+    job = client.wait(job_url, server_errors=DELAYED_500S)
+    assert job.phase == "COMPLETED", error_message(job)
+    obs_id, rows, files = _archived_files(service, path.read_bytes())
+    assert (rows, files) == (1, True)
+    assert json.loads(client.result(job_url, "archive.json"))["obs_id"] == obs_id
+
+
 def test_killed_pipeline_ends_in_error_and_next_job_succeeds(service):
     client = alice(service)
     before = counts(service)

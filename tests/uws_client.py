@@ -37,17 +37,23 @@ class UWSClient:
     def abort(self, job_url):
         return self.session.post(job_url + "/phase", data={"PHASE": "ABORT"}, allow_redirects=False)
 
-    def job(self, job_url, wait=None):
+    def job(self, job_url, wait=None, server_errors=0):
+        """The job document; ``server_errors`` 5xx answers are retried (a
+        second apart), as a patient client would after a database restart."""
         params = {"WAIT": wait} if wait is not None else None
-        response = self.session.get(job_url, params=params, timeout=(wait or 0) + 30)
+        for attempt in range(server_errors + 1):
+            response = self.session.get(job_url, params=params, timeout=(wait or 0) + 30)
+            if response.status_code < 500 or attempt == server_errors:
+                break
+            time.sleep(1.0)
         response.raise_for_status()
         return uws.parse_job(io.BytesIO(response.content))
 
-    def wait(self, job_url, timeout=300):
+    def wait(self, job_url, timeout=300, server_errors=0):
         """Block (UWS WAIT) until the job is in a final phase; returns the job."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            job = self.job(job_url, wait=5)
+            job = self.job(job_url, wait=5, server_errors=server_errors)
             if job.phase in FINAL:
                 return job
         raise TimeoutError(f"{job_url} still {job.phase} after {timeout} s")

@@ -27,6 +27,8 @@ from gavo import api
 
 #: the pipeline-archive contract (processing/contract.py, linked beside this file)
 contract, _ = api.loadPythonModule("contract", relativeTo=__file__)
+#: lost connections and waiting for the database
+database, _ = api.loadPythonModule("database", relativeTo=__file__)
 
 REQUIRED = ("calibrated.fits", "sources.fits", contract.SUMMARY_NAME)
 RD_ID = "rapas/q"
@@ -34,6 +36,14 @@ RD_ID = "rapas/q"
 
 class IngestError(Exception):
     """The product directory cannot be ingested; the archive is unchanged."""
+
+
+class ArchiveUnavailable(IngestError):
+    """The database connection went away while the frame was being stored."""
+
+    def __init__(self):
+        super().__init__("the archive database restarted while the frame was being stored; nothing was"
+                         " stored — submit it again")
 
 
 def _read_summary(product_dir):
@@ -85,7 +95,8 @@ def _delete_rows(conn, obs_id, accref):
 
 
 def ingest(product_dir):
-    """Ingest one product directory; returns dict(obs_id, pubDID, n_sources)."""
+    """Ingest one product directory; returns dict(obs_id, pubDID, n_sources,
+    calib_level, calibration_error)."""
     from gavo import base
     product_dir = Path(product_dir).resolve()
     summary = _read_summary(product_dir)
@@ -111,14 +122,38 @@ def ingest(product_dir):
             pub_did = list(conn.query("SELECT pubDID FROM rapas.images WHERE obs_id=%(o)s",
                                       {"o": obs_id}))[0][0]
     except Exception as exc:
-        _restore_files(target, backup)
-        if isinstance(exc, IngestError):
-            raise
-        raise IngestError(f"ingestion of {product_dir.name} failed and was rolled back:"
-                          f" {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
+        pub_did = _stored_pub_did(summary) if database.is_disconnect(exc) else None
+        if pub_did is None:
+            _restore_files(target, backup)
+            if database.is_disconnect(exc):
+                raise ArchiveUnavailable() from exc
+            if isinstance(exc, IngestError):
+                raise
+            raise IngestError(f"ingestion of {product_dir.name} failed and was rolled back:"
+                              f" {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
     shutil.rmtree(backup, ignore_errors=True)
-    return {"obs_id": obs_id, "pubDID": pub_did, "n_sources": int(n_rows), "calib_level": summary.calib_level,
-            "calibration_error": summary.calibration_error}
+    return {"obs_id": obs_id, "pubDID": pub_did, "n_sources": summary.n_sources,
+            "calib_level": summary.calib_level, "calibration_error": summary.calibration_error}
+
+
+def _stored_pub_did(summary):
+    """After the connection died during ingestion: the pubDID of this file's
+    image row if the commit went through all the same, asked once the
+    database answers again; None if it did not, or if the database does not
+    answer within its wait."""
+    from gavo import base
+
+    def look():
+        with base.getTableConn() as conn:
+            rows = list(conn.query("SELECT pubDID FROM rapas.images WHERE obs_id=%(o)s AND checksum=%(c)s",
+                                   {"o": summary.obs_id, "c": summary.checksum_sha256}))
+        return rows[0][0] if rows else None
+    try:
+        return database.retrying(look)
+    except Exception as exc:
+        if database.is_disconnect(exc):
+            return None
+        raise
 
 
 def remove(obs_id):

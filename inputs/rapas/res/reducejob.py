@@ -25,6 +25,7 @@ from gavo import api
 ingest, _ = api.loadPythonModule("ingest", relativeTo=__file__)
 contract, _ = api.loadPythonModule("contract", relativeTo=__file__)
 uwsjob, _ = api.loadPythonModule("uwsjob", relativeTo=__file__)
+database, _ = api.loadPythonModule("database", relativeTo=__file__)
 
 REPO = Path(__file__).resolve().parents[3]      # inputs/rapas/res/reducejob.py -> the checkout
 
@@ -147,9 +148,24 @@ def submit_from_form(service, inputTable, queryMeta):
 
 
 def run(job, inputTable, service):
-    """The pythonCore's code: reduce, ingest, list results; returns None."""
+    """The pythonCore's code: reduce, ingest, list the results, and write
+    the job's final phase itself (``uwsjob.Job.finish``): COMPLETED exactly
+    when the frame is in the archive, else ERROR with one line."""
+    from gavo.protocols import uws
     atexit.register(uwsjob.start_queued_jobs, service)
-    job = uwsjob.Job(job)
+    job = uwsjob.Job(job, service)
+    try:
+        _reduce_and_archive(job, inputTable)
+    except KeyboardInterrupt:          # ABORT: DaCHS sent SIGINT
+        job.finish(uws.ABORTED)
+    except ReductionFailed as exc:
+        job.finish(uws.ERROR, exc)
+    job.finish(uws.COMPLETED)
+
+
+def _reduce_and_archive(job, inputTable):
+    """The pipeline in its own process, then the products into the archive;
+    raises ``ReductionFailed`` with the line for the observer."""
     wd = job.wd
     upload = wd / "image"
     if not upload.is_file():
@@ -157,11 +173,7 @@ def run(job, inputTable, service):
                               " (DALI upload: UPLOAD=image,param:<part name>)")
     (wd / contract.LOG_NAME).touch()
     job.list_result(contract.LOG_NAME, "text/plain")
-    try:
-        status = _run_pipeline(job, upload, pipeline_arguments(inputTable))
-    except KeyboardInterrupt:
-        job.set_aborted()
-        raise SystemExit(0)
+    status = _run_pipeline(job, upload, pipeline_arguments(inputTable))
     if status != 0:
         raise ReductionFailed(_pipeline_error(wd, status))
     summary = json.loads((wd / contract.SUMMARY_NAME).read_text())
@@ -169,8 +181,17 @@ def run(job, inputTable, service):
         if product["name"] != contract.LOG_NAME:
             job.list_result(product["name"], product["media_type"])
     try:
+        # connections pooled before a database restart are dead: find out now
+        database.wait_until_answering()
+    except Exception as exc:
+        if database.is_disconnect(exc):
+            raise ReductionFailed("the archive database is not answering: the frame was reduced but"
+                                  " not stored — submit it again later") from exc
+        raise
+    try:
         archived = ingest.ingest(wd)
+    except ingest.ArchiveUnavailable as exc:
+        raise ReductionFailed(str(exc)) from exc
     except ingest.IngestError as exc:
         raise ReductionFailed(f"the frame was reduced but could not be archived: {exc}") from exc
     job.write_result(ARCHIVE, "application/json", json.dumps(archived).encode("utf-8"))
-    return None

@@ -4,15 +4,24 @@ DaCHS 2.7 has no public call for some of what the service does (listing a
 result file that is already in the job's directory, creating a job from a
 browser form's fields, starting queued jobs when a job ends), so those use
 DaCHS internals; if a DaCHS release changes them, this is the file to adapt.
+
+The job writes its own final phase (``finish``), retried while the
+database restarts, instead of leaving it to ``dachs uwsrun``: a phase write
+on a connection that died with a restart would otherwise turn a frame the
+archive holds into a job in ERROR.
 """
 from pathlib import Path
 
+from gavo import api
+
+database, _ = api.loadPythonModule("database", relativeTo=__file__)
+
 
 class Job:
-    """A running reduction job (DaCHS's ``UWSJobWithWD``)."""
+    """A running reduction job (DaCHS's ``UWSJobWithWD``) of ``service``."""
 
-    def __init__(self, job):
-        self._job = job
+    def __init__(self, job, service):
+        self._job, self._service = job, service
 
     @property
     def wd(self):
@@ -34,10 +43,22 @@ class Job:
         with self._job.openResult(media_type, name) as f:
             f.write(data)
 
-    def set_aborted(self):
+    def finish(self, phase, error=None):
+        """Move the job to its final phase (COMPLETED, ERROR with ``error``'s
+        text as errorSummary, or ABORTED), retried while the database
+        restarts, then end ``dachs uwsrun`` so that it writes nothing after
+        it (SystemExit is how uwsrun ends a job quietly)."""
         from gavo.protocols import uws
-        with self._job.getWritable() as writable:
-            writable.change(phase=uws.ABORTED)
+
+        def write():
+            if phase == uws.ERROR:
+                self._service.getUWS().changeToPhase(self._job.jobId, uws.ERROR, error)
+            else:
+                with self._job.getWritable() as writable:
+                    writable.change(phase=phase)
+
+        database.retrying(write)
+        raise SystemExit(0)
 
 
 def queue_job(service, params, user):
