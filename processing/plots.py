@@ -1,5 +1,5 @@
-"""Diagnostic PNGs.  Images are block-averaged to at most 1024 px first, so a
-4096x4096 frame plots as fast as a small one."""
+"""Diagnostic PNGs.  Images are block-averaged to at most 1024 px first
+(``display.downsample``), so a 4096x4096 frame plots as fast as a small one."""
 import textwrap
 
 import matplotlib
@@ -8,27 +8,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-MAX_PLOT_PX = 1024
+from .display import display_limits, downsample  # noqa: E402
 
 
-def _downsample(image):
-    factor = max(1, int(np.ceil(max(image.shape) / MAX_PLOT_PX)))
-    h, w = (image.shape[0] // factor) * factor, (image.shape[1] // factor) * factor
-    small = image[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
-    return small, factor
-
-
-def _display_limits(image):
-    finite = image[np.isfinite(image)]
-    lo, hi = np.percentile(finite, [5, 99.5]) if finite.size else (0, 1)
-    return lo, hi if hi > lo else lo + 1
-
-
-def write_plots(directory, data_sub, data, sources, cal, summary):
+def write_source_plots(directory, data_sub, shape, sources, cal, summary):
+    """zeropoint.png, detections.png and fwhm_map.png (``display.write_preview`` writes the fourth plot)."""
     zeropoint(directory / "zeropoint.png", cal, summary)
     detections(directory / "detections.png", data_sub, sources, cal, summary)
-    fwhm_map(directory / "fwhm_map.png", sources, summary, data.shape)
-    preview(directory / "preview.png", data)
+    fwhm_map(directory / "fwhm_map.png", sources, summary, shape)
 
 
 def zeropoint(path, cal, summary):
@@ -63,8 +50,8 @@ def zeropoint(path, cal, summary):
 
 
 def detections(path, data_sub, sources, cal, summary):
-    small, f = _downsample(data_sub)
-    lo, hi = _display_limits(small)
+    small, f = downsample(data_sub)
+    lo, hi = display_limits(small)
     fig, ax = plt.subplots(figsize=(8, 8))
     ax.imshow(small, origin="lower", cmap="gray_r", vmin=lo, vmax=hi, interpolation="nearest")
     x, y = (sources["x_image"] - 1) / f, (sources["y_image"] - 1) / f
@@ -99,8 +86,3 @@ def fwhm_map(path, sources, summary, shape):
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
-
-def preview(path, data):
-    small, _ = _downsample(data)
-    lo, hi = _display_limits(small)
-    plt.imsave(path, np.clip((small - lo) / (hi - lo), 0, 1), cmap="gray", origin="lower")
