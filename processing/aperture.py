@@ -12,12 +12,14 @@ import sep_x as sep
 from astropy.stats import sigma_clipped_stats
 
 from .contract import FLAG_EDGE, FLAG_MASKED, FLAG_SATURATED, FLAG_SKY_POOR
-from .fitting import robust_fit, surface_order, surface_terms
+from .fitting import fit_surface
 
 MAG_PER_FLUX_ERR = 2.5 / np.log(10)   # 1.0857: d(mag) = 1.0857 d(flux)/flux
 #: S/N in the total-flux aperture for aperture-correction stars: enough stars
 #: for a spatial map matters more than the few brightest (they are weighted)
 APCOR_MIN_SNR = 30.0
+#: local-sky clipping (sigma); see ``local_sky``
+SKY_CLIP = 3.0
 
 
 @dataclass(frozen=True)
@@ -25,19 +27,21 @@ class Apertures:
     """Aperture radii (pixels) of one frame, from its FWHM."""
     reported: tuple            # the catalogue's mag_ap1..4
     calibration: float         # calibrated, corrected to total
-    total: float               # taken as "total flux"
+    growth: float              # the aperture correction is measured to here, then the PSF model's
     annulus: tuple             # local sky, inner and outer radius
+    core: float                # half a FWHM: with the others, the curve of growth for sizes
 
     @classmethod
     def for_fwhm(cls, fwhm, config):
         return cls(reported=tuple(r * fwhm for r in config.aperture_radii_fwhm),
                    calibration=config.calibration_radius_fwhm * fwhm,
-                   total=config.total_radius_fwhm * fwhm,
-                   annulus=tuple(r * fwhm for r in config.sky_annulus_fwhm))
+                   growth=config.growth_radius_fwhm * fwhm,
+                   annulus=tuple(r * fwhm for r in config.sky_annulus_fwhm), core=0.5 * fwhm)
 
     @property
     def measured(self):
-        return list(self.reported) + [self.calibration, self.total]
+        """Every radius measured, increasing, each once."""
+        return sorted({self.core, *self.reported, self.calibration, self.growth})
 
 
 @dataclass
@@ -52,12 +56,13 @@ class Photometry:
     snr: np.ndarray                # in the calibration aperture
     flags: np.ndarray
     m_inst: np.ndarray             # calibration aperture corrected to total
-    e_inst: np.ndarray
+    e_inst: np.ndarray             # its star-to-star error: photometric and the correction's
+    crowding: np.ndarray           # neighbours' light (removed) / own light, in the calibration aperture
     apcor: float                   # the correction at the frame centre
     apcor_err: float
     exclude: np.ndarray            # pixels no sky or limit measurement may use
     sky_level: np.ndarray          # local sky per source (ADU/pixel)
-    half_light: np.ndarray         # half-light radius within the total aperture (px)
+    half_light: np.ndarray         # half-light radius within the growth aperture (px), neighbours removed
     psf_half_light: float          # the PSF stars' median half-light radius (px)
     m_psf: np.ndarray | None = None
     e_psf: np.ndarray | None = None
@@ -121,29 +126,36 @@ def local_sky(data_sub, x, y, r_in, r_out, exclude):
         pyc, pxc = np.clip(py, 0, h - 1), np.clip(px, 0, w - 1)
         values = data_sub[pyc, pxc]
         unusable = ~inside | exclude[pyc, pxc]
-        mean, _, std = sigma_clipped_stats(values, mask=unusable, axis=1, sigma=3.0, maxiters=5)
+        mean, _, std = sigma_clipped_stats(values, mask=unusable, axis=1, sigma=SKY_CLIP, maxiters=5)
         level[sl] = np.ma.filled(np.ma.asarray(mean), np.nan)
         sigma[sl] = np.ma.filled(np.ma.asarray(std), np.nan)
         npix[sl] = (~unusable).sum(axis=1)
     return LocalSky(level=level, sigma=sigma, npix=npix), dy.size
 
 
-def measure(data_sub, x, y, radii, rms, gain, masks, sky, n_annulus_nominal):
+def measure(image, x, y, radii, rms, gain, masks, sky, n_annulus_nominal, own_light=None):
     """Fluxes, errors and flags for every radius (pixels).
 
+    ``image`` is the background-subtracted frame, or that frame with every
+    fitted source's PSF model removed; then ``own_light`` (radius -> each
+    source's model flux within it) puts the source's own light back, so
+    each aperture holds the source without its neighbours.
+
     Returns dict radius -> (flux, flux_err), and per-source flags.  The
-    apertures are concentric, so a masked, truncated or saturated pixel in
-    any of them is one in the largest: the flags come from that aperture.
+    errors combine the source's photons, sky and read noise (the measured
+    background RMS) and the local sky level's uncertainty.  The apertures
+    are concentric, so a masked, truncated or saturated pixel in any of
+    them is one in the largest: the flags come from that aperture.
     """
     results = {}
     sky_level = np.nan_to_num(sky.level)
     sky_var_per_pix = np.where(sky.npix > 0, sky.sigma ** 2 / np.maximum(sky.npix, 1), 0.0)
     for r in radii:
-        flux, flux_err, sep_flag = sep.sum_circle(data_sub, x, y, r, err=rms, gain=gain,
-                                                  mask=masks.bad, subpix=5)
+        summed, background_err, sep_flag = sep.sum_circle(image, x, y, r, err=rms, mask=masks.bad, subpix=5)
         area = np.pi * r ** 2
-        flux = flux - sky_level * area
-        flux_err = np.sqrt(flux_err ** 2 + area ** 2 * np.nan_to_num(sky_var_per_pix))
+        flux = summed + (0.0 if own_light is None else own_light[r]) - sky_level * area
+        flux_err = np.sqrt(background_err ** 2 + np.clip(flux, 0, None) / gain
+                           + area ** 2 * np.nan_to_num(sky_var_per_pix))
         results[r] = (flux, flux_err)
         if r == max(radii):
             outer_flag = sep_flag
@@ -155,13 +167,47 @@ def measure(data_sub, x, y, radii, rms, gain, masks, sky, n_annulus_nominal):
     return results, flags.astype(np.int32)
 
 
-def correction_stars(point_like, flags, x, y, isolation_px, snr):
+def neighbour_fraction(fit, own_light, x, y, radius):
+    """Neighbours' light (their PSF models) within ``radius`` of each
+    source over the source's own: what the apertures had removed.  Zero
+    without a PSF fit; infinite for a source without its own model."""
+    if fit is None:
+        return np.zeros(len(x))
+    everything = sep.sum_circle(fit.model, x, y, radius, subpix=5)[0]
+    own = own_light[radius]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(own > 0, (everything - own) / own, np.inf)
+
+
+def half_light_radius(fluxes):
+    """Radius (px) holding half of the largest aperture's flux, from the
+    curve of growth (dict radius -> (flux, err), linear between radii and
+    from zero at the centre); NaN where the flux is not positive."""
+    radii = np.array(sorted(fluxes))
+    growth = np.array([fluxes[r][0] for r in radii])              # (n_radii, n_sources)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fraction = growth / growth[-1]
+    fraction = np.vstack([np.zeros(fraction.shape[1]), fraction])
+    radii = np.concatenate([[0.0], radii])
+    beyond = np.argmax(fraction >= 0.5, axis=0).clip(1, len(radii) - 1)
+    cols = np.arange(fraction.shape[1])
+    f0, f1 = fraction[beyond - 1, cols], fraction[beyond, cols]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        radius = radii[beyond - 1] + (0.5 - f0) / (f1 - f0) * (radii[beyond] - radii[beyond - 1])
+    return np.where(growth[-1] > 0, radius, np.nan)
+
+
+def circle_sum(data_sub, x, y, radius):
+    """Sums (ADU) in circles of ``radius`` pixels, with sub-pixel edges."""
+    return sep.sum_circle(data_sub, x, y, radius, subpix=5)[0]
+
+
+def correction_stars(point_like, flags, snr, alone):
     """Stars fit to measure an aperture correction: point-like, unflagged,
-    with no detected neighbour within ``isolation_px`` and S/N above
-    ``APCOR_MIN_SNR`` in the larger aperture (whose sky noise dominates the
-    correction's error; the fit weights each star by it)."""
-    from .detect import isolated
-    return point_like & (flags == 0) & isolated(x, y, isolation_px) & (snr > APCOR_MIN_SNR)
+    ``alone`` (no neighbour, or its light removed and small) and with S/N
+    above ``APCOR_MIN_SNR`` in the larger aperture (whose sky noise
+    dominates the correction's error; the fit weights each star by it)."""
+    return point_like & (flags == 0) & alone & (snr > APCOR_MIN_SNR)
 
 
 def instrumental_mag(flux, flux_err, exptime):
@@ -173,22 +219,48 @@ def instrumental_mag(flux, flux_err, exptime):
     return mag, err
 
 
+@dataclass
+class CorrectionMap:
+    """A magnitude correction over the frame (fitted, or one value), its
+    fit error and the star-to-star scatter the fit found beyond the
+    photometric errors (a PSF that varies on smaller scales than the map)."""
+    how: str
+    n_stars: int
+    intrinsic: float
+    _at: object = None          # (x, y) -> correction
+    _error: object = None       # (x, y) -> its error
+
+    def at(self, x, y):
+        return self._at(np.asarray(x), np.asarray(y))
+
+    def error(self, x, y):
+        return self._error(np.asarray(x), np.asarray(y))
+
+    def total_error(self, photometric, x, y):
+        """A corrected magnitude's star-to-star error: the photometric one,
+        the map's and the scatter about it."""
+        return np.sqrt(photometric ** 2 + self.error(x, y) ** 2 + self.intrinsic ** 2)
+
+    def shifted(self, offset, offset_error):
+        """This map plus a constant ``offset`` (mag) known to ``offset_error``."""
+        return CorrectionMap(self.how, self.n_stars, self.intrinsic, lambda x, y: self.at(x, y) + offset,
+                             lambda x, y: np.hypot(self.error(x, y), offset_error))
+
+    @classmethod
+    def constant(cls, value, error):
+        return cls("PSF model", 0, 0.0, lambda x, y: np.full(np.shape(x), value),
+                   lambda x, y: np.full(np.shape(x), error))
+
+
 def aperture_correction_map(mag_from, mag_to, err, use, x, y, shape, max_order=2):
     """Spatially varying correction from ``mag_from`` to ``mag_to``: a 2-D
     polynomial in (x, y), weighted (errors plus a fitted intrinsic scatter:
     without it the few brightest stars, with tiny errors, would set the
-    correction alone), with 3-sigma clipping (``fitting.robust_fit``).  The
+    correction alone), with 3-sigma clipping (``fitting.fit_surface``).  The
     PSF changes across a real field, and so does the flux fraction in a
     fixed aperture.  The order drops to what the number of stars supports
-    (10 per coefficient).
-
-    Returns (correction(x, y) -> mag, error(x, y) -> mag, order, number of
-    stars used); the error comes from the fit's covariance with the
-    intrinsic scatter included.
-    """
-    diff = mag_to - mag_from
-    ok = use & np.isfinite(diff) & np.isfinite(err) & (err > 0)
-    order = surface_order(max_order, int(ok.sum()))
-    fit = robust_fit(surface_terms(x, y, shape, order), diff, err, ok, clip=3.0, n_iter=5)
-    return (lambda xx, yy: fit.predict(surface_terms(xx, yy, shape, order)),
-            lambda xx, yy: fit.error(surface_terms(xx, yy, shape, order)), order, int(fit.keep.sum()))
+    (10 per coefficient).  Returns a ``CorrectionMap``; its error comes from
+    the fit's covariance with the intrinsic scatter included."""
+    surface = fit_surface(x, y, mag_to - mag_from, err, use, shape, max_order)
+    return CorrectionMap(f"order-{surface.order} map from {surface.n_points} stars", surface.n_points,
+                         surface.fit.intrinsic, surface, surface.error)

@@ -74,6 +74,34 @@ class Calibration:
     def zero_err_at(self, x, y):
         return self.fit.error(self._surface(x, y))
 
+    @property
+    def colour_spread(self):
+        """Robust standard deviation of the kept calibrators' BP-RP (mag)."""
+        return float(mad_std(self.colour[self.used])) if self.has_colour else 0.0
+
+    def offset_at(self, x, y, colour):
+        """Catalogue minus instrumental magnitude of sources at (x, y) of
+        BP-RP ``colour``; a source without a colour (NaN) is calibrated at
+        the calibrators' median colour."""
+        known = np.where(np.isfinite(colour), colour, self.median_colour)
+        return self.zero_at(x, y) + self.colour_term * known
+
+    def error_at(self, x, y, colour):
+        """The calibration's error (mag) for sources at (x, y) of BP-RP
+        ``colour``, in quadrature: the zero point's and colour term's (with
+        their covariance); the calibrators' star-to-star scatter beyond
+        their measurement errors (flat field, colour-term mismatch), which
+        any one star carries too; and for a source without a colour (NaN),
+        the colour term times the calibrators' colour spread, the error of
+        calibrating it at their median colour."""
+        surface = surface_terms(np.atleast_1d(x), np.atleast_1d(y), self.shape, self.spatial_order)
+        if not self.has_colour:
+            return np.hypot(self.fit.error(surface), self.intrinsic_rms)
+        known = np.where(np.isfinite(colour), colour, self.median_colour)
+        unknown_colour = np.where(np.isfinite(colour), 0.0, self.colour_term * self.colour_spread)
+        model = self.fit.error(np.column_stack([surface, known]))
+        return np.sqrt(model ** 2 + self.intrinsic_rms ** 2 + unknown_colour ** 2)
+
 
 def reference_band(ref, band, warn):
     """The Gaia band to calibrate on: the band's own (G, BP or RP), else G
@@ -173,22 +201,33 @@ def _no_calibrators(n_matched, n_clean, radius_arcsec, config):
             f" S/N {config.min_calib_snr:g} ({MIN_CALIBRATORS} needed)")
 
 
-def limiting_magnitude(data_sub, exclude, radius, exptime, zero_point, aperture_correction,
-                       rng_seed=0, n_apertures=2000, nsigma=5.0):
-    """``nsigma`` limiting magnitude from the flux scatter in random apertures
-    placed on empty sky (robust std), corrected to total flux and calibrated
-    at colour 0.  Returns (limit, sigma_aperture_adu)."""
+def empty_sky_positions(exclude, radius, n_max=2000, rng_seed=0):
+    """Random (x, y) whose disc of ``radius`` pixels holds no excluded
+    pixel (no source, mask or edge): at most ``n_max``, and few enough that
+    the discs rarely overlap (a quarter of the free area)."""
     import sep_x as sep
-    h, w = data_sub.shape
+    h, w = exclude.shape
     rng = np.random.default_rng(rng_seed)
     margin = radius + 2
-    x = rng.uniform(margin, w - 1 - margin, 4 * n_apertures)
-    y = rng.uniform(margin, h - 1 - margin, 4 * n_apertures)
+    x = rng.uniform(margin, w - 1 - margin, 4 * n_max)
+    y = rng.uniform(margin, h - 1 - margin, 4 * n_max)
     covered, _, _ = sep.sum_circle(exclude.astype(np.float32), x, y, radius, subpix=1)
     empty = covered == 0
-    if empty.sum() < 50:
+    n = int(min(n_max, 0.25 * (~exclude).sum() / (np.pi * radius ** 2)))
+    return x[empty][:n], y[empty][:n]
+
+
+#: empty-sky positions a limiting magnitude needs
+MIN_EMPTY_POSITIONS = 50
+
+
+def limiting_magnitude(fluxes, exptime, zero_point, correction, nsigma=5.0):
+    """``nsigma`` limiting magnitude from the scatter (robust std, ADU) of
+    ``fluxes`` measured on empty sky, corrected to total flux by
+    ``correction`` (mag) and calibrated at colour 0.  Returns (limit, sigma);
+    NaN with fewer than ``MIN_EMPTY_POSITIONS`` measurements."""
+    fluxes = np.asarray(fluxes)[np.isfinite(fluxes)]
+    if fluxes.size < MIN_EMPTY_POSITIONS:
         return np.nan, np.nan
-    flux, _, _ = sep.sum_circle(data_sub, x[empty][:n_apertures], y[empty][:n_apertures], radius, subpix=5)
-    sigma = float(mad_std(flux))
-    limit = zero_point + aperture_correction - 2.5 * np.log10(nsigma * sigma / exptime)
-    return float(limit), sigma
+    sigma = float(mad_std(fluxes))
+    return float(zero_point + correction - 2.5 * np.log10(nsigma * sigma / exptime)), sigma

@@ -20,7 +20,8 @@ def _parser():
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--band", help="filter band (overrides the FILTER keyword)")
     p.add_argument("--seeing", type=float, help="seeing guess, arcsec")
-    p.add_argument("--threshold", type=float, help="detection threshold, sigma")
+    p.add_argument("--threshold", type=float,
+                   help="detection threshold: S/N of a point source in the PSF-matched filter (default 5)")
     p.add_argument("--border", type=int, help="border mask, pixels")
     p.add_argument("--max-calib-mag", type=float, help="faintest calibrator, mag")
     p.add_argument("--solve", choices=["auto", "always", "never"], help="plate solving")

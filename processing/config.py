@@ -60,8 +60,9 @@ class Config:
     band: str | None = None
     #: seeing guess in arcsec, used before the FWHM is measured
     seeing_arcsec: float = 2.5
-    #: detection threshold in units of the background RMS
-    detect_sigma: float = 3.0
+    #: detection threshold: the S/N of a point source in the PSF-matched
+    #: filter (about its PSF-fit S/N); noise gives ~1 source per 10^6 px at 5
+    detect_sigma: float = 5.0
     #: pixels masked along each image edge
     border_px: int = 10
     #: faintest calibrator (catalogue mag)
@@ -95,8 +96,10 @@ class Config:
     aperture_radii_fwhm: tuple = (1.0, 1.5, 2.0, 3.0)
     #: the radius (FWHM units) whose magnitudes are calibrated
     calibration_radius_fwhm: float = 1.5
-    #: radius (FWHM units) taken as "total" flux for the aperture correction
-    total_radius_fwhm: float = 5.0
+    #: the aperture (FWHM units) the calibration aperture's correction is
+    #: measured to on stars; the PSF model's curve of growth goes on to total
+    #: flux (a larger aperture would hold more of the neighbours' light)
+    growth_radius_fwhm: float = 3.0
     #: local-sky annulus, inner and outer radius in FWHM units
     sky_annulus_fwhm: tuple = (6.0, 9.0)
     #: zero-point spatial polynomial order (0 = constant)

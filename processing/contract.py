@@ -35,6 +35,8 @@ FLAG_BLENDED = 4         # sep deblended this source from a neighbour
 FLAG_EDGE = 8            # aperture or annulus reaches outside the image
 FLAG_SKY_POOR = 16       # fewer than half the annulus pixels were usable
 FLAG_PSF_FAILED = 32     # PSF fit did not converge or was degenerate
+FLAG_SHARP = 64          # sharper than the PSF: a cosmic ray or a hot pixel
+FLAG_TRAIL = 128         # on a satellite, aircraft or meteor trail
 FLAGS = {
     FLAG_SATURATED: "saturated pixel in aperture",
     FLAG_MASKED: "masked pixel in aperture",
@@ -42,6 +44,8 @@ FLAGS = {
     FLAG_EDGE: "aperture or sky annulus outside the image",
     FLAG_SKY_POOR: "less than half of the sky annulus usable",
     FLAG_PSF_FAILED: "PSF fit failed",
+    FLAG_SHARP: "sharper than the PSF (cosmic ray, hot pixel)",
+    FLAG_TRAIL: "on a satellite or aircraft trail",
 }
 
 
@@ -116,16 +120,22 @@ SOURCE_COLUMNS = (
     Column("mag_psf", "real", "mag", "phot.mag", "PSF mag", 10,
            "Calibrated PSF magnitude, aperture-corrected to total flux"),
     Column("mag_psf_err", "real", "mag", "stat.error;phot.mag", "PSF err", 10,
-           "Error of mag_psf, zero-point error included"),
+           "Measurement error of mag_psf: photon, sky and read noise, PSF-model and aperture-correction"
+           " errors (the calibration's error is mag_calib_err)"),
     Column("mag_inst", "real", "mag", "phot.mag;instr", "Inst. mag", 20,
            "Instrumental magnitude -2.5 log10(ADU/s), calibration aperture corrected to total flux"),
     Column("mag_inst_err", "real", "mag", "stat.error;phot.mag;instr", "Inst. err", 20,
            "Photon, sky and read noise error of mag_inst"),
     Column("mag_cal", "real", "mag", "phot.mag;em.opt", "Mag", 1,
-           "Calibrated total magnitude in the image's filter (Gaia colour applied when matched,"
-           " else the calibrators' median BP-RP)"),
+           "Calibrated total magnitude in the image's filter (the colour term applied with gaia_bp_rp;"
+           " at the calibrators' median BP-RP when gaia_bp_rp is NULL)"),
     Column("mag_cal_err", "real", "mag", "stat.error;phot.mag;em.opt", "Mag err", 1,
-           "Error of mag_cal, zero-point error included"),
+           "Measurement error of mag_cal: photon, sky and read noise and aperture-correction errors"
+           " (the calibration's error is mag_calib_err)"),
+    Column("mag_calib_err", "real", "mag", "stat.error.sys;phot.mag;em.opt", "Calib err", 5,
+           "Calibration error of mag_cal and mag_psf at this source: zero point and colour term, the"
+           " calibrators' star-to-star scatter, and the unknown colour when gaia_bp_rp is NULL;"
+           " add it in quadrature to mag_cal_err to compare with another catalogue"),
     Column("snr", "real", "", "stat.snr", "S/N", 5, "Signal-to-noise ratio in the calibration aperture"),
     Column("fwhm", "real", "arcsec", "phys.angSize;src", "FWHM", 10, "Full width at half maximum of the source"),
     Column("ellipticity", "real", "", "src.ellipticity", "Ellip.", 15, "1 - b/a from second moments"),
@@ -228,8 +238,9 @@ class Summary:
     calibration_radius_arcsec: float
     aperture_correction: float            # calibration aperture to total, at the frame centre
     aperture_correction_err: float
-    psf_aperture_correction: float
-    limiting_mag_5sigma: float
+    psf_aperture_correction: float        # PSF flux to the calibration aperture, at the frame centre
+    limiting_mag_5sigma: float            # a point source at S/N 5, from the noise at empty positions
+    limiting_mag_method: str | None       # 'PSF fits' or 'calibration apertures'
     background_adu: float
     background_rms_adu: float
     n_sources: int

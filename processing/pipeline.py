@@ -5,6 +5,7 @@ order; each stage (``stages.py``) reads what the earlier ones left on the
 context and adds its own result.  The runner logs each stage's start, end
 and time, and collects warnings in one place (the log and the summary).
 """
+import ctypes
 import json
 import shutil
 import traceback
@@ -30,8 +31,8 @@ STAGES = (
     ("astrometry", stages.initial_wcs),
     ("refcat", stages.reference_stars),
     ("refinement", stages.refine_wcs),
+    ("psf-fit", stages.psf_fit),
     ("photometry", stages.aperture_photometry),
-    ("psf-fit", stages.psf_photometry),
     ("calibration", stages.calibration),
     ("catalogue", stages.source_catalogue),
     ("enrichment", stages.enrichment),
@@ -58,6 +59,7 @@ class Reduction:
     data_sub: np.ndarray = None        # background-subtracted pixels (ADU)
     detections: object = None          # detect.Detections
     fwhm0: float = None                # first FWHM estimate (px)
+    psf_fit: object = None             # psf.PSFFit, None without a PSF model
     psf: object = None                 # psf.PSFModel
     x: np.ndarray = None               # windowed centroids (0-based px)
     y: np.ndarray = None
@@ -73,6 +75,7 @@ class Reduction:
     sources: Table = None
     enrichment: dict = None            # the summary's enrichment entries
     limit: float = None                # 5-sigma limiting magnitude
+    limit_method: str = None           # what the limit was measured with
     summary: Summary = None
 
     def warn(self, message):
@@ -114,12 +117,32 @@ def _clear_previous(out):
     shutil.rmtree(out / ".partial", ignore_errors=True)
 
 
+#: glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory():
+    """Let glibc keep freed memory for the next allocation instead of
+    unmapping it.  The stages allocate and free frame-sized arrays (64-134
+    MB on a 4096x4096 frame) many times; by default each comes from a fresh
+    mmap and is zeroed page by page by the kernel: 3.8 s of system time on
+    the benchmark frame, 1.7 s with this, the peak resident size unchanged.
+    Without glibc (or when the call fails) nothing happens."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)
+        libc.mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1)
+    except (OSError, AttributeError):
+        pass
+
+
 def reduce(image_path, out_dir, config=None, echo=False):
     """Reduce one FITS frame into ``out_dir``; raise ``PipelineError`` on bad input.
 
     On failure the log and ``error.json`` (stage, message) are left, and no
     product; on success ``summary.json`` is written last.
     """
+    keep_freed_memory()
     image_path, out = Path(image_path), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _clear_previous(out)

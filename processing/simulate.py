@@ -32,6 +32,8 @@ class SimulatedFrame:
     extras: Table              # point sources on the image but not in the catalogue
     true_wcs: WCS
     params: dict               # zero_point, colour_term, fwhm_px, beta, sky_adu, gain, ...
+    defects: Table = None      # hot pixels and cosmic rays: x, y (0-based, brightest pixel), kind
+    trails: Table = None       # satellite trails: x0, y0 (a point on the line), angle_deg, adu_per_px
 
     def write(self, path):
         """Write as a camera would: unsigned 16-bit integers (BITPIX 16, BZERO 32768)."""
@@ -75,6 +77,31 @@ class SimulatedFrame:
         # solve f = n * sqrt(f/g + bg_var) for the flux in the aperture
         f_ap = 0.5 * (nsigma ** 2 / g + np.sqrt(nsigma ** 4 / g ** 2 + 4 * nsigma ** 2 * bg_var))
         return self.params["zero_point"] - 2.5 * np.log10(f_ap / ee / self.params["exptime"])
+
+    def psf_limiting_mag(self, nsigma=5.0, subsample=5):
+        """Magnitude (band system, colour 0) of a star measured at ``nsigma``
+        by a PSF fit (the optimal, PSF-weighted flux) at the field centre:
+        flux f with f = n sigma_f, sigma_f^2 = sum P^2 (s^2 + f P / g) /
+        (sum P^2)^2 for the pixel-integrated PSF P (unit sum) and pixel
+        noise s; the sums are averaged over sub-pixel positions."""
+        h, w = self.image.shape
+        x, y = 0.5 * (w - 1), 0.5 * (h - 1)
+        alpha2 = self.moffat_alpha(self.fwhm_at(x, y)) ** 2
+        half = int(np.ceil(6 * self.params["fwhm_px"]))
+        sub = (np.arange(subsample) + 0.5) / subsample - 0.5
+        pixel = np.arange(-half, half + 1)
+        s2 = s3 = 0.0
+        for phase_x, phase_y in ((0.0, 0.0), (0.25, 0.0), (0.5, 0.25), (0.5, 0.5)):
+            dx = (pixel[:, None] - phase_x + sub[None, :]).ravel()
+            dy = (pixel[:, None] - phase_y + sub[None, :]).ravel()
+            prof = (1.0 + (dy[:, None] ** 2 + dx[None, :] ** 2) / alpha2) ** (-self.params["beta"])
+            psf = prof.reshape(pixel.size, subsample, pixel.size, subsample).sum(axis=(1, 3))
+            psf /= psf.sum()
+            s2, s3 = s2 + np.sum(psf ** 2) / 4, s3 + np.sum(psf ** 3) / 4
+        noise2, g = self.pixel_noise_adu(self.sky_at(x, y)) ** 2, self.params["gain"]
+        b = nsigma ** 2 * s3 / (g * s2 ** 2)
+        flux = 0.5 * (b + np.sqrt(b ** 2 + 4 * nsigma ** 2 * noise2 / s2))
+        return self.params["zero_point"] - 2.5 * np.log10(flux / self.params["exptime"])
 
     def fwhm_at(self, x, y):
         p = self.params
@@ -189,6 +216,7 @@ def simulate_frame(
     colour_range=(0.2, 2.8), n_hot_pixels=30, n_cosmic_rays=15, proper_motion_mas=8.0,
     real_bright_stars=False, header_wcs="true", wcs_offset_arcsec=0.0, wcs_rotation_deg=0.0,
     date_obs="2026-03-14T21:05:00", stamp_fwhm=7.0, subsample=3, noise_seed=None, extra_sources=(),
+    n_trails=0, trail_adu_per_px=400.0,
 ):
     """Render one frame; see the module docstring.  ``header_wcs`` is 'true'
     (exact, with SIP), 'perturbed' (offset/rotated, no SIP) or 'none'.
@@ -196,7 +224,9 @@ def simulate_frame(
     draws the noise and defects, so several exposures of one sky differ.
     ``extra_sources``: (x, y, mag) point sources that are not in the Gaia
     catalogue (a minor planet, a transient), at colour 0; their positions
-    are in ``SimulatedFrame.extras``."""
+    are in ``SimulatedFrame.extras``.  ``n_trails`` satellite trails cross
+    the frame, each ``trail_adu_per_px`` ADU per pixel of length, with the
+    PSF's profile across (``SimulatedFrame.trails``)."""
     rng = np.random.default_rng(seed)
     h, w = shape
     band_obj = canonical_band(band)
@@ -236,11 +266,13 @@ def simulate_frame(
     stars_adu = _render_stars(frame, np.concatenate([stars["x"], frame.extras["x"]]),
                               np.concatenate([stars["y"], frame.extras["y"]]),
                               np.concatenate([flux, frame.extras["flux_adu"]]), stamp_fwhm, subsample)
+    frame.trails = _trails(np.random.default_rng([seed, 7]), n_trails, shape, trail_adu_per_px)
+    stars_adu += _render_trails(frame)
     noise = rng if noise_seed is None else np.random.default_rng(noise_seed)
     electrons = noise.poisson(np.clip((sky + stars_adu) * gain, 0, None)).astype(np.float64)
     electrons += noise.normal(0.0, rdnoise, shape)
     image = electrons / gain
-    _add_defects(image, noise, n_hot_pixels, n_cosmic_rays, saturate)
+    frame.defects = _add_defects(image, noise, n_hot_pixels, n_cosmic_rays, saturate)
     image = np.clip(np.round(image), 0, saturate).astype(np.float32)
     frame.image = image
 
@@ -315,15 +347,54 @@ def _render_stars(frame, x, y, flux, stamp_fwhm, subsample):
 
 
 def _add_defects(image, rng, n_hot, n_cosmic, saturate):
+    """Hot pixels (one pixel, 0.3-1 of saturation) and cosmic rays (straight
+    tracks of 1-5 pixels, 2000-20000 ADU each); returns their table (the
+    brightest pixel's position)."""
     h, w = image.shape
-    image[rng.integers(0, h, n_hot), rng.integers(0, w, n_hot)] = rng.uniform(0.3, 1.0, n_hot) * saturate
+    level = rng.uniform(0.3, 1.0, n_hot) * saturate
+    hot_y, hot_x = rng.integers(0, h, n_hot), rng.integers(0, w, n_hot)
+    image[hot_y, hot_x] = level
+    xs, ys = [], []
     for _ in range(n_cosmic):
         y0, x0 = rng.integers(5, h - 5), rng.integers(5, w - 5)
         length = rng.integers(1, 6)
         angle = rng.uniform(0, np.pi)
         t = np.arange(length)
-        image[(y0 + np.round(t * np.sin(angle))).astype(int),
-              (x0 + np.round(t * np.cos(angle))).astype(int)] += rng.uniform(2000, 20000)
+        ty, tx = (y0 + np.round(t * np.sin(angle))).astype(int), (x0 + np.round(t * np.cos(angle))).astype(int)
+        deposit = rng.uniform(2000, 20000)
+        image[ty, tx] += deposit
+        brightest = np.argmax(image[ty, tx])
+        xs.append(tx[brightest])
+        ys.append(ty[brightest])
+    return Table(dict(x=np.concatenate([hot_x, xs]).astype(float), y=np.concatenate([hot_y, ys]).astype(float),
+                      kind=np.array(["hot pixel"] * n_hot + ["cosmic ray"] * n_cosmic, dtype="U10")))
+
+
+def _trails(rng, n, shape, adu_per_px):
+    """Random straight trails through the inner half of the frame."""
+    h, w = shape
+    return Table(dict(x0=rng.uniform(0.25, 0.75, n) * w, y0=rng.uniform(0.25, 0.75, n) * h,
+                      angle_deg=rng.uniform(0.0, 180.0, n), adu_per_px=np.full(n, adu_per_px)))
+
+
+def _render_trails(frame):
+    """The trails' light (ADU): across each line the profile of a Moffat
+    star integrated along it, (1 + d^2/alpha^2)^(1/2 - beta), normalised to
+    ``adu_per_px`` per pixel of length."""
+    from scipy.special import beta as beta_function
+    h, w = frame.image.shape
+    out = np.zeros((h, w))
+    if not len(frame.trails):
+        return out
+    beta = frame.params["beta"]
+    alpha = frame.moffat_alpha(frame.params["fwhm_px"])
+    norm = alpha * beta_function(0.5, beta - 1.0)        # integral of the profile over d
+    yy, xx = np.mgrid[0:h, 0:w]
+    for trail in frame.trails:
+        angle = np.radians(trail["angle_deg"])
+        d = (xx - trail["x0"]) * np.sin(angle) - (yy - trail["y0"]) * np.cos(angle)
+        out += trail["adu_per_px"] * (1.0 + (d / alpha) ** 2) ** (0.5 - beta) / norm
+    return out
 
 
 def _make_header(frame, wcs, header_wcs, offset, rotation, date_obs, band):

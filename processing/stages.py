@@ -5,13 +5,14 @@ modules (detect, psf, astrometry, aperture, calibrate, ...) and leaves its
 own result there.  The order is ``pipeline.STAGES``.
 """
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 from astropy.table import Table
 from astropy.time import Time
 
-from . import __version__, aperture, astrometry, calibrate, crossmatch, detect, enrich, hints, psf, refcat
-from .contract import FLAG_PSF_FAILED, Summary, obs_id_for, product_manifest
+from . import __version__, aperture, astrometry, calibrate, crossmatch, detect, enrich, fitting, hints, psf, refcat
+from .contract import FLAG_PSF_FAILED, FLAG_SHARP, FLAG_TRAIL, Summary, obs_id_for, product_manifest
 from .errors import AstrometryError, CalibrationError, CatalogueError
 from .fitsio import load_frame
 from .header import fill_airmass, normalise_header
@@ -57,22 +58,45 @@ def background(r, cosmic_rays=None):
 
 
 def detection(r):
-    """sep detection and a first FWHM from the sources' moments.  A frame
-    whose detections are largely sharper than any PSF (a raw exposure) gets
-    its cosmic rays masked (LA Cosmic) and is detected again, unless the
-    ``cosmic_rays`` option says otherwise."""
-    r.detections = detect.detect(r.data_sub, r.background, r.masks, r.config.detect_sigma, r.info.gain)
-    if r.config.cosmic_rays is None and detect.needs_cosmic_ray_removal(r.detections.objs):
-        n_sharp = int(detect.sharp(r.detections.objs).sum())
-        background(r, cosmic_rays=True)
-        r.detections = detect.detect(r.data_sub, r.background, r.masks, r.config.detect_sigma, r.info.gain)
-        r.log(f"{n_sharp} of the detections were sharper than any PSF (cosmic rays, hot pixels):"
-              f" LA Cosmic masked {int(r.masks.cosmic_rays.sum())} pixels")
+    """Detection through a filter matched to point sources, and a first FWHM
+    from the sources' moments.  A frame whose detections are largely sharper
+    than any PSF (a raw exposure) gets its cosmic rays masked (LA Cosmic)
+    and is detected again, unless the ``cosmic_rays`` option says otherwise."""
     seeing_px = (r.config.seeing_arcsec / astrometry.pixel_scale_arcsec(r.header_wcs)
                  if r.header_wcs else None)
-    r.fwhm0 = detect.initial_fwhm(r.detections.objs, r.detections.point_like, seeing_px)
-    r.log(f"{len(r.detections)} sources above {r.config.detect_sigma:g} sigma,"
-          f" first FWHM estimate {r.fwhm0:.2f} px")
+    r.detections = _detect(r, seeing_px)
+    if r.config.cosmic_rays is None and detect.needs_cosmic_ray_removal(r.detections):
+        n_sharp = int(r.detections.sharp.sum())
+        background(r, cosmic_rays=True)
+        r.detections = _detect(r, seeing_px)
+        r.log(f"{n_sharp} of the detections were sharper than any PSF (cosmic rays, hot pixels):"
+              f" LA Cosmic masked {int(r.masks.cosmic_rays.sum())} pixels")
+    # the background pass's point sources measure the FWHM better than the
+    # detections' moments (their isophotes come from the filtered image)
+    r.fwhm0 = r.background.point_source_fwhm or detect.initial_fwhm(r.detections.objs, r.detections.point_like,
+                                                                    seeing_px)
+    r.log(f"{len(r.detections)} sources above S/N {r.config.detect_sigma:g} (filter FWHM"
+          f" {r.detections.filter_fwhm:.2f} px), first FWHM estimate {r.fwhm0:.2f} px")
+    for trail in r.detections.trails:
+        r.warn(f"a trail crosses the frame (position angle {np.degrees(trail.theta) % 180:.1f} deg from +x,"
+               f" {trail.s_max - trail.s_min:.0f} px long): sources on it are flagged")
+
+
+#: the detection filter's FWHM (px) without point sources or a seeing guess
+DEFAULT_FILTER_FWHM = 3.0
+
+
+def _detect(r, seeing_px):
+    """Detections with a filter of the point sources' FWHM: the background
+    pass's, else the observer's seeing, else that of the sharpest stars
+    found through a ``DEFAULT_FILTER_FWHM`` filter."""
+    fwhm = r.background.point_source_fwhm or seeing_px
+    if fwhm is None:
+        objs, snr, _ = detect.detect_sources(r.data_sub, r.background, r.masks.bad, r.config.detect_sigma,
+                                             DEFAULT_FILTER_FWHM)
+        sharpest = detect.sharpest_star_fwhm(objs, snr)
+        fwhm = sharpest if np.isfinite(sharpest) else DEFAULT_FILTER_FWHM
+    return detect.detect(r.data_sub, r.background, r.masks, r.config.detect_sigma, r.info.gain, fwhm)
 
 
 def psf_model(r):
@@ -86,15 +110,37 @@ def psf_model(r):
         r.warn(f"only {len(stars)} isolated unsaturated stars: no PSF model, FWHM from moments")
         r.psf = psf.PSFModel(None, r.fwhm0, stars)
     else:
-        epsf = psf.build_epsf(r.data_sub, x[stars], y[stars], r.fwhm0)
-        fwhm, beta = psf.epsf_fwhm(epsf)
-        r.log(f"ePSF from {len(stars)} stars, FWHM {fwhm:.3f} px, Moffat beta {beta:.2f}")
-        if fwhm < psf.MIN_SAMPLED_FWHM:
-            r.warn(f"undersampled PSF (FWHM {fwhm:.2f} px): apertures and centroid windows are sized for"
-                   f" {psf.MIN_SAMPLED_FWHM} px, and its wings taken as Moffat beta {psf.DEFAULT_BETA}")
-            fwhm, beta = psf.MIN_SAMPLED_FWHM, psf.DEFAULT_BETA
-        r.psf = psf.PSFModel(epsf, fwhm, stars, beta)
+        exclude = r.masks.bad | r.masks.saturated | detect.footprints(r.data_sub.shape, objs, FOOTPRINT_SCALE)
+        r.psf = _psf_from(r, r.data_sub, stars, x[stars], y[stars], exclude)
     r.x, r.y = detect.windowed_positions(r.data_sub, x, y, r.psf.fwhm, r.masks.bad)
+
+
+def _psf_from(r, image, stars, x, y, exclude):
+    """The ``PSFModel`` built on ``image`` from the stars ``stars`` at (x, y),
+    each with its local sky removed."""
+    annulus = np.array(r.config.sky_annulus_fwhm) * r.fwhm0
+    sky, _ = aperture.local_sky(image, x, y, *annulus, exclude)
+    epsf = psf.build_epsf(image, x, y, r.fwhm0, np.nan_to_num(sky.level), r.detections.objs)
+    fwhm, beta = psf.epsf_fwhm(epsf)
+    r.log(f"ePSF from {len(stars)} stars, FWHM {fwhm:.3f} px, Moffat beta {beta:.2f}")
+    if fwhm < psf.MIN_SAMPLED_FWHM:
+        r.warn(f"undersampled PSF (FWHM {fwhm:.2f} px): apertures and centroid windows are sized for"
+               f" {psf.MIN_SAMPLED_FWHM} px, and its wings taken as Moffat beta {psf.DEFAULT_BETA}")
+        fwhm, beta = psf.MIN_SAMPLED_FWHM, psf.DEFAULT_BETA
+    model = psf.PSFModel(epsf, fwhm, stars, beta)
+    radius = r.config.growth_radius_fwhm * fwhm
+    wings, moffat = model.to_total(radius), model.magnitude_correction(radius, np.inf)
+    if wings < moffat - MAX_WING_EXCESS:
+        r.warn(f"the ePSF from {len(stars)} stars puts {-wings:.3f} mag of a star's light beyond {radius:.1f} px,"
+               f" its Moffat fit {-moffat:.3f}: its stars sit on structure (a galaxy, nebulosity) that their"
+               " local sky did not remove; no PSF model (aperture photometry, Moffat corrections)")
+        return psf.PSFModel(None, fwhm, stars, beta)
+    return model
+
+
+#: an ePSF may put this much more light (mag) beyond the growth aperture
+#: than its Moffat fit; more is light of the PSF stars' surroundings
+MAX_WING_EXCESS = 0.05
 
 
 def initial_wcs(r):
@@ -150,6 +196,10 @@ def reference_stars(r):
     r.reference = refcat.at_epoch(ref, r.info.time_mid.jyear)
 
 
+#: detection S/N below which a centroid is too noisy to refine a WCS on
+ASTROMETRIC_MIN_SNR = 10.0
+
+
 def refine_wcs(r):
     """Refine the WCS on the brightest clean stars, at the order the matches
     support; a WCS that cannot be refined, or is not improved, is kept (a
@@ -159,12 +209,16 @@ def refine_wcs(r):
         r.warn(f"{r.unverified_wcs}: WCS not refined")
         return
     objs, det = r.detections.objs, r.detections
-    # the brightest clean sources first, then deblended, then saturated ones
-    # (centroids still good to a fraction of a pixel): crowded and shallow
-    # fields need them; the fit's clipping removes the few that are off
+    # the brightest clean point sources first, then the other clean ones
+    # (galaxies' knots), then deblended, then saturated ones (centroids still
+    # good to a fraction of a pixel): crowded and shallow fields need them;
+    # the fit's clipping removes the few that are off.  Never artefacts, nor
+    # sources below ASTROMETRIC_MIN_SNR (their centroids are off by 0.2 px and more).
     saturated, deblended = det.peak >= r.info.saturate, (objs["flag"] & 1) > 0
-    order = np.lexsort((-objs["flux"], deblended, saturated))
-    clean = order[(objs["flag"][order] & ~1) == 0][:1500]
+    order = np.lexsort((-objs["flux"], ~det.point_like, deblended, saturated))
+    usable = (((objs["flag"] & ~1) == 0) & ~det.sharp & ((det.flags & FLAG_TRAIL) == 0)
+              & (det.snr >= ASTROMETRIC_MIN_SNR))
+    clean = order[usable[order]][:1500]
     try:
         refined = astrometry.refine(r.wcs, r.x[clean], r.y[clean], r.reference, r.psf.fwhm,
                                     r.config.sip_order, r.data_sub.shape, r.log)
@@ -182,60 +236,173 @@ def refine_wcs(r):
     r.astrometry = refined
 
 
+#: PSF fits use the pixels within this many FWHM of each source
+PSF_FIT_RADIUS_FWHM = 1.5
+
+
+def psf_fit(r):
+    """The PSF's change of width across the field, measured on bright
+    isolated stars; then every source's flux from one simultaneous PSF fit
+    (saturated pixels left out: a saturated star is fitted on its wings)
+    with it, and the model image of them all: the apertures measure each
+    source with its neighbours' models removed.  In a crowded field the
+    residual image is searched for stars the detection merged into brighter
+    ones, and they are fitted too."""
+    if r.psf.epsf is None:
+        r.psf_fit = None
+        r.log("skipped: no PSF model")
+        return
+    _measure_stretch(r)
+    r.psf_fit = _fit_all(r)
+    if _neighbours_per_source(r.x, r.y, CROWDING_RADIUS_FWHM * r.psf.fwhm) > CROWDED_FIELD:
+        _add_residual_detections(r)
+    r.log(f"PSF fit of {len(r.x)} sources, {int(r.psf_fit.ok.sum())} good")
+
+
+def _fit_all(r):
+    return psf.fit_fluxes(r.data_sub, r.background.rms, r.info.gain, r.psf.epsf, r.x, r.y,
+                          PSF_FIT_RADIUS_FWHM * r.psf.fwhm, r.masks.bad | r.masks.saturated,
+                          r.psf.stretch_at(r.x, r.y))
+
+
+#: stars that measure the PSF's stretch: detection S/N, no detected
+#: neighbour within STRETCH_ISOLATION_FWHM, and how many are needed
+STRETCH_MIN_SNR, STRETCH_ISOLATION_FWHM, MIN_STRETCH_STARS = 100.0, 4.0, 10
+
+
+def _measure_stretch(r):
+    """The PSF's stretch over the ePSF across the field: ``psf.measure_stretch``
+    on bright, unsaturated, isolated point sources, and a smooth map through
+    them (``PSFModel.stretch``)."""
+    det = r.detections
+    bright = np.flatnonzero(det.point_like & (det.snr > STRETCH_MIN_SNR) & (det.peak < 0.5 * r.info.saturate)
+                            & detect.isolated(r.x, r.y, STRETCH_ISOLATION_FWHM * r.psf.fwhm))
+    if len(bright) < MIN_STRETCH_STARS:
+        r.log(f"{len(bright)} stars bright and isolated enough to measure the PSF's change across the field:"
+              " one PSF")
+        return
+    x, y = r.x[bright], r.y[bright]
+    stretch, error = psf.measure_stretch(r.data_sub, r.background.rms, r.psf.epsf, x, y,
+                                         PSF_FIT_RADIUS_FWHM * r.psf.fwhm, r.masks.bad | r.masks.saturated)
+    surface = fitting.fit_surface(x, y, stretch, error, np.isfinite(stretch), r.data_sub.shape)
+    r.psf = replace(r.psf, stretch=surface)
+    h, w = r.data_sub.shape
+    corners = surface(np.array([0, w - 1, 0, w - 1, 0.5 * (w - 1)]), np.array([0, 0, h - 1, h - 1, 0.5 * (h - 1)]))
+    r.log(f"PSF width across the field: {100 * corners.min():+.1f} % to {100 * corners.max():+.1f} % of the"
+          f" ePSF's (corners and centre; order-{surface.order} map from {surface.n_points} stars)")
+
+
+#: a crowded field has more than CROWDED_FIELD detected neighbours per source
+#: within CROWDING_RADIUS_FWHM: there the residual image is searched for the
+#: stars the first detection merged into brighter ones
+CROWDED_FIELD, CROWDING_RADIUS_FWHM = 0.3, 3.0
+
+
+def _neighbours_per_source(x, y, radius):
+    from scipy.spatial import cKDTree
+    return 2.0 * len(cKDTree(np.column_stack([x, y])).query_pairs(radius)) / max(len(x), 1)
+
+
+def _add_residual_detections(r):
+    """Add the sources found in the residual image (``detect.residual_detections``)
+    to the detections, and fit everything again."""
+    residual = r.data_sub - r.psf_fit.model
+    added = detect.residual_detections(residual, r.psf_fit.model, r.background, r.masks, r.config.detect_sigma,
+                                       r.psf.fwhm, r.x, r.y)
+    r.log(f"crowded field: {len(added)} sources found in the residual image, beside brighter ones")
+    if not len(added):
+        return
+    x, y = detect.windowed_positions(residual, np.asarray(added.objs["x"]), np.asarray(added.objs["y"]),
+                                     r.psf.fwhm, r.masks.bad)
+    r.detections = r.detections.extended(added)
+    r.x, r.y = np.concatenate([r.x, x]), np.concatenate([r.y, y])
+    r.psf_fit = _fit_all(r)
+
+
+#: footprints (sep ellipse scale) kept out of sky annuli when no PSF model
+#: removes the neighbours
+FOOTPRINT_SCALE = 7.5
+
+
 def aperture_photometry(r):
-    """Apertures with a local sky annulus; the calibration aperture is
-    corrected to total flux by a spatial map measured on bright isolated stars."""
-    fwhm, shape = r.psf.fwhm, r.data_sub.shape
+    """Apertures with a local sky annulus, measured with the neighbours'
+    PSF models removed (crowded fields: the annulus sees sky, the aperture
+    one star); the calibration aperture is corrected to total flux by a
+    spatial map measured on bright stars with little neighbour light; PSF
+    magnitudes are tied to the calibration aperture in the same way."""
+    fwhm, shape, fit, objs = r.psf.fwhm, r.data_sub.shape, r.psf_fit, r.detections.objs
     radii = aperture.Apertures.for_fwhm(fwhm, r.config)
-    exclude = r.masks.bad | r.masks.saturated | detect.footprints(shape, r.detections.objs)
-    sky, n_annulus = aperture.local_sky(r.data_sub, r.x, r.y, *radii.annulus, exclude)
-    fluxes, ap_flags = aperture.measure(r.data_sub, r.x, r.y, radii.measured, r.background.rms,
-                                        r.info.gain, r.masks, sky, n_annulus)
-    flags = ap_flags | r.detections.flags
+    image = r.data_sub if fit is None else r.data_sub - fit.model
+    exclude = r.masks.bad | r.masks.saturated
+    if fit is None:
+        exclude = exclude | detect.footprints(shape, objs, FOOTPRINT_SCALE)
+    sky, n_annulus = aperture.local_sky(image, r.x, r.y, *radii.annulus, exclude)
+    own = None if fit is None else fit.own_light(radii.measured)
+    fluxes, ap_flags = aperture.measure(image, r.x, r.y, radii.measured, r.background.rms, r.info.gain,
+                                        r.masks, sky, n_annulus, own)
+    crowding = aperture.neighbour_fraction(fit, own, r.x, r.y, radii.calibration)
+    sharp = detect.sharper_than_psf(r.data_sub, objs["xpeak"], objs["ypeak"], r.background.rms, r.info.gain,
+                                    r.psf.central_contrast())
+    flags = ap_flags | r.detections.flags | np.where(sharp, FLAG_SHARP, 0).astype(np.int32)
     inst = {radius: aperture.instrumental_mag(*fluxes[radius], r.info.exptime) for radius in fluxes}
-    (m_cal, e_cal), (m_total, e_total) = inst[radii.calibration], inst[radii.total]
-    total_snr = fluxes[radii.total][0] / fluxes[radii.total][1]
-    use = aperture.correction_stars(r.detections.point_like, flags, r.x, r.y, radii.total + fwhm, total_snr)
-    correction, correction_err, how = _correction_map(r, m_cal, m_total, np.hypot(e_total, e_cal), use,
-                                                      radii.calibration, radii.total)
-    centre = ([0.5 * (shape[1] - 1)], [0.5 * (shape[0] - 1)])
-    apcor, apcor_err = float(correction(*centre)[0]), float(correction_err(*centre)[0])
+    (m_cal, e_cal), (m_growth, e_growth) = inst[radii.calibration], inst[radii.growth]
+    growth_snr = fluxes[radii.growth][0] / fluxes[radii.growth][1]
+    alone = (detect.isolated(r.x, r.y, radii.growth + fwhm) if fit is None
+             else aperture.neighbour_fraction(fit, own, r.x, r.y, radii.growth) < MAX_CROWDING)
+    use = aperture.correction_stars(r.detections.point_like, flags, growth_snr, alone)
+    to_growth = _correction_map(r, m_cal, m_growth, np.hypot(e_growth, e_cal), use, radii.calibration, radii.growth)
+    wings = r.psf.to_total(radii.growth)
+    to_total = to_growth.shifted(wings, WING_ERROR_FRACTION * abs(wings))
+    centre = _centre(shape)
+    apcor, apcor_err = float(to_total.at(*centre)[0]), float(to_total.error(*centre)[0])
     r.log(f"apertures {', '.join(f'{a:.2f}' for a in radii.reported)} px; calibration aperture"
-          f" {radii.calibration:.2f} px, aperture correction to {radii.total:.1f} px at the centre"
-          f" {apcor:+.4f} +/- {apcor_err:.4f} mag ({how})")
+          f" {radii.calibration:.2f} px, aperture correction at the centre {apcor:+.4f} +/- {apcor_err:.4f} mag"
+          f" (to {radii.growth:.1f} px: {to_growth.how}, star-to-star {to_growth.intrinsic:.4f}; beyond:"
+          f" {wings:+.4f} from the PSF model)")
     with np.errstate(divide="ignore", invalid="ignore"):
         snr = fluxes[radii.calibration][0] / fluxes[radii.calibration][1]
-    half_light = detect.flux_radius(r.data_sub, r.x, r.y, radii.total, r.masks.bad)
+    half_light = aperture.half_light_radius(fluxes)
     stars = r.psf.star_index
     r.photometry = aperture.Photometry(
         x=r.x, y=r.y, fwhm=fwhm, apertures=radii, inst=inst, snr=snr, flags=flags,
-        m_inst=m_cal + correction(r.x, r.y), e_inst=e_cal, apcor=apcor, apcor_err=apcor_err,
-        exclude=exclude, sky_level=sky.level, half_light=half_light,
-        psf_half_light=float(np.median(half_light[stars] if len(stars) else half_light)))
+        m_inst=m_cal + to_total.at(r.x, r.y), e_inst=to_total.total_error(e_cal, r.x, r.y),
+        apcor=apcor, apcor_err=apcor_err, exclude=exclude, sky_level=sky.level, half_light=half_light,
+        psf_half_light=float(np.nanmedian(half_light[stars] if len(stars) else half_light)), crowding=crowding)
+    if fit is not None and r.config.psf_photometry:
+        _psf_magnitudes(r, fit, sky.level)
 
 
-def psf_photometry(r):
-    """PSF magnitudes tied to the calibration aperture by a spatial map (one
-    ePSF for a PSF that varies across the field), then to total flux."""
+def _psf_magnitudes(r, fit, sky_level):
+    """PSF magnitudes (the residual sky removed) tied to the calibration
+    aperture by a spatial map (one ePSF for a PSF that varies across the
+    field), then to total flux."""
     phot = r.photometry
-    if not r.config.psf_photometry or r.psf.epsf is None:
-        r.log("skipped: " + ("PSF photometry is off" if not r.config.psf_photometry else "no PSF model"))
-        return
-    flux, flux_err, ok = psf.fit_fluxes(r.data_sub, r.background.rms, r.info.gain, r.psf.epsf, phot.x, phot.y,
-                                        1.5 * phot.fwhm, r.masks.bad, phot.sky_level)
-    m_raw, e_psf = aperture.instrumental_mag(flux, flux_err, r.info.exptime)
+    m_raw, e_raw = aperture.instrumental_mag(fit.sky_corrected(sky_level), fit.flux_err, r.info.exptime)
     m_cal, e_cal = phot.m_cal_aperture
-    use = r.detections.point_like & ok & (phot.flags == 0) & (phot.snr > 50)
-    extent = (r.psf.epsf.data.shape[0] // 2) / psf.OVERSAMPLING      # the ePSF's flux is within its stamp
-    correction, _, how = _correction_map(r, m_raw, m_cal, np.hypot(e_psf, e_cal), use, extent,
-                                         phot.apertures.calibration)
-    to_aperture = correction(phot.x, phot.y)
-    phot.apcor_psf = float(np.median(to_aperture))
-    phot.m_psf = np.where(ok, m_raw + to_aperture + (phot.m_inst - m_cal), np.nan)
-    phot.e_psf = e_psf
-    phot.flags |= np.where(ok, 0, FLAG_PSF_FAILED).astype(np.int32)
-    r.log(f"PSF fit of {len(phot.x)} sources, {int(ok.sum())} good; PSF-to-aperture correction"
-          f" {phot.apcor_psf:+.4f} mag (median; {how})")
+    use = r.detections.point_like & fit.ok & (phot.flags == 0) & (phot.snr > 50) & (phot.crowding < MAX_CROWDING)
+    to_aperture = _correction_map(r, m_raw, m_cal, np.hypot(e_raw, e_cal), use, psf.epsf_extent(r.psf.epsf),
+                                  phot.apertures.calibration)
+    phot.apcor_psf = float(to_aperture.at(*_centre(r.data_sub.shape))[0])
+    to_total = phot.m_inst - m_cal
+    phot.m_psf = np.where(fit.ok, m_raw + to_aperture.at(phot.x, phot.y) + to_total, np.nan)
+    # the total-flux correction's own errors are in e_inst beyond the calibration aperture's
+    correction_err = np.sqrt(np.clip(phot.e_inst ** 2 - e_cal ** 2, 0, None))
+    phot.e_psf = np.hypot(to_aperture.total_error(e_raw, phot.x, phot.y), correction_err)
+    phot.flags |= np.where(fit.ok, 0, FLAG_PSF_FAILED).astype(np.int32)
+    r.log(f"PSF magnitudes: PSF-to-aperture correction {phot.apcor_psf:+.4f} mag at the centre, star-to-star"
+          f" {to_aperture.intrinsic:.4f} ({to_aperture.how})")
+
+
+#: the PSF model's correction beyond the growth aperture is good to this fraction of itself
+WING_ERROR_FRACTION = 0.1
+#: calibrators and correction stars: neighbours' light (subtracted) at most
+#: this fraction of the star's in the aperture
+MAX_CROWDING = 0.1
+
+
+def _centre(shape):
+    """The frame centre as ([x], [y]), 0-based pixels."""
+    return [0.5 * (shape[1] - 1)], [0.5 * (shape[0] - 1)]
 
 
 #: stars an aperture-correction map needs; with fewer the PSF model gives it
@@ -245,19 +412,16 @@ MODEL_CORRECTION_ERROR = 0.03
 
 
 def _correction_map(r, mag_from, mag_to, err, use, r_from, r_to):
-    """(correction(x, y), error(x, y), how): the spatial map measured on the
-    stars ``use`` (``aperture.aperture_correction_map``) or, with fewer than
-    ``MIN_CORRECTION_STARS`` of them, the PSF model's curve of growth from
-    radius ``r_from`` to ``r_to`` (px), with a warning."""
-    correction, correction_err, order, n_used = aperture.aperture_correction_map(
-        mag_from, mag_to, err, use, r.x, r.y, r.data_sub.shape)
-    if n_used >= MIN_CORRECTION_STARS:
-        return correction, correction_err, f"order-{order} map from {n_used} stars"
+    """The ``aperture.CorrectionMap`` measured on the stars ``use`` or, with
+    fewer than ``MIN_CORRECTION_STARS`` of them, the PSF model's curve of
+    growth from radius ``r_from`` to ``r_to`` (px), with a warning."""
+    fitted = aperture.aperture_correction_map(mag_from, mag_to, err, use, r.x, r.y, r.data_sub.shape)
+    if fitted.n_stars >= MIN_CORRECTION_STARS:
+        return fitted
     value = r.psf.magnitude_correction(r_from, r_to)
-    r.warn(f"{n_used} stars isolated and bright enough to measure an aperture correction: the PSF"
+    r.warn(f"{fitted.n_stars} stars isolated and bright enough to measure an aperture correction: the PSF"
            f" model's ({value:+.4f} mag from {r_from:.1f} to {r_to:.1f} px, +/- {MODEL_CORRECTION_ERROR})")
-    return (lambda xx, yy: np.full(np.shape(xx), value), lambda xx, yy: np.full(np.shape(xx), MODEL_CORRECTION_ERROR),
-            "PSF model")
+    return aperture.CorrectionMap.constant(value, MODEL_CORRECTION_ERROR)
 
 
 def calibration(r):
@@ -280,8 +444,9 @@ def calibration(r):
 
 
 def source_catalogue(r):
-    """The source table: calibrated magnitudes (zero-point error included),
-    sizes and the Gaia identification."""
+    """The source table: calibrated magnitudes with their measurement
+    errors and, apart, the calibration's error at each source; sizes and
+    the Gaia identification."""
     phot, cal, n = r.photometry, r.calibration, len(r.photometry.x)
     gaia_id, gaia_sep, colour = np.zeros(n, dtype=np.int64), np.full(n, np.nan), np.full(n, np.nan)
     src, ref = r.gaia.source_index, r.gaia.ref_index
@@ -289,11 +454,9 @@ def source_catalogue(r):
     gaia_sep[src] = r.gaia.separation
     colour[src] = np.asarray(r.reference["phot_bp_mean_mag"] - r.reference["phot_rp_mean_mag"])[ref]
     if cal is None:
-        offset = zp_err = np.full(n, np.nan)
+        offset = calib_err = np.full(n, np.nan)
     else:
-        offset = cal.zero_at(phot.x, phot.y) + cal.colour_term * np.where(np.isfinite(colour), colour,
-                                                                          cal.median_colour)
-        zp_err = cal.zero_err_at(phot.x, phot.y)
+        offset, calib_err = cal.offset_at(phot.x, phot.y, colour), cal.error_at(phot.x, phot.y, colour)
     s = Table()
     s["source_num"] = np.arange(1, n + 1, dtype=np.int32)
     s["x_image"], s["y_image"] = phot.x + 1.0, phot.y + 1.0
@@ -304,10 +467,11 @@ def source_catalogue(r):
         s[f"mag_ap{k}_err"] = e_k
     no_psf = np.full(n, np.nan)
     s["mag_psf"] = phot.m_psf + offset if phot.m_psf is not None else no_psf
-    s["mag_psf_err"] = np.hypot(phot.e_psf, zp_err) if phot.e_psf is not None else no_psf
+    s["mag_psf_err"] = phot.e_psf if phot.e_psf is not None else no_psf
     s["mag_inst"], s["mag_inst_err"] = phot.m_inst, phot.e_inst
     s["mag_cal"] = phot.m_inst + offset
-    s["mag_cal_err"] = np.hypot(phot.e_inst, zp_err)
+    s["mag_cal_err"] = phot.e_inst
+    s["mag_calib_err"] = calib_err
     s["snr"] = phot.snr
     s["fwhm"] = phot.fwhm * phot.half_light / phot.psf_half_light * r.pixel_scale
     s["ellipticity"] = 1.0 - r.detections.objs["b"] / r.detections.objs["a"]
@@ -340,12 +504,25 @@ def enrich_sources(sources, field, config, log):
 
 
 def limits(r):
-    """The 5-sigma limiting magnitude from empty-sky apertures."""
+    """The 5-sigma limiting magnitude of a point source, from the noise of
+    PSF fits at empty positions (the measurement the detection threshold
+    matches), or of calibration apertures without a PSF model."""
     phot = r.photometry
     zero_point = r.calibration.zero_point if r.calibration else np.nan
-    r.limit, sigma_ap = calibrate.limiting_magnitude(r.data_sub, phot.exclude, phot.apertures.calibration,
-                                                     r.info.exptime, zero_point, phot.apcor)
-    r.log(f"5-sigma limiting magnitude {r.limit:.3f} ({r.info.band.name}), aperture noise {sigma_ap:.2f} ADU")
+    fit_radius = PSF_FIT_RADIUS_FWHM * phot.fwhm
+    x, y = calibrate.empty_sky_positions(phot.exclude, max(fit_radius, phot.apertures.calibration))
+    # the sources' models removed: in a crowded field "empty" sky is near stars
+    image = r.data_sub if r.psf_fit is None else r.data_sub - r.psf_fit.model
+    if phot.m_psf is not None:
+        fit = psf.fit_fluxes(image, r.background.rms, r.info.gain, r.psf.epsf, x, y, fit_radius, r.masks.bad,
+                             r.psf.stretch_at(x, y))
+        fluxes, correction, r.limit_method = fit.flux[fit.ok], phot.apcor_psf + phot.apcor, "PSF fits"
+    else:
+        fluxes = aperture.circle_sum(image, x, y, phot.apertures.calibration)
+        correction, r.limit_method = phot.apcor, "calibration apertures"
+    r.limit, sigma = calibrate.limiting_magnitude(fluxes, r.info.exptime, zero_point, correction)
+    r.log(f"5-sigma limiting magnitude {r.limit:.3f} ({r.info.band.name}) from {len(fluxes)} {r.limit_method}"
+          f" on empty sky, flux noise {sigma:.2f} ADU")
 
 
 def products(r):
@@ -385,7 +562,8 @@ def summary(r):
         calibration_radius_arcsec=phot.apertures.calibration * scale,
         aperture_correction=phot.apcor, aperture_correction_err=phot.apcor_err,
         psf_aperture_correction=phot.apcor_psf,
-        limiting_mag_5sigma=r.limit, background_adu=float(np.median(r.background.level)),
+        limiting_mag_5sigma=r.limit, limiting_mag_method=r.limit_method,
+        background_adu=float(np.median(r.background.level)),
         background_rms_adu=r.background.global_rms,
         n_sources=len(r.sources), n_reference_stars=len(r.reference), refcat=r.config.refcat.get("kind"),
         warnings=list(r.warnings), products=product_manifest(), **r.enrichment)

@@ -94,7 +94,8 @@
     </column>
     <column name="limiting_mag" type="real" unit="mag" ucd="phot.mag;stat.max"
       tablehead="Lim. mag" verbLevel="1"
-      description="5-sigma limiting magnitude of a point source (from the noise in empty apertures)"/>
+      description="5-sigma limiting magnitude of a point source, from the noise of PSF fits at empty positions
+        (of calibration apertures when the frame has no PSF model); summary.json says which"/>
     <column name="n_sources" type="integer" ucd="meta.number;src"
       tablehead="N src" verbLevel="5" description="Sources in rapas.sources for this image">
       <values nullLiteral="-1"/>
@@ -460,8 +461,9 @@
           description="Filter band (G, BP, RP, B, V, R, I, g', r', i', z', CLEAR and synonyms);
             default: the FILTER keyword"/>
         <inputKey name="threshold" type="real" tablehead="Detection threshold"
-          description="Detection threshold in units of the background RMS (default 3)">
-          <values min="1.5" max="100"/>
+          description="Detection threshold: the S/N of a point source in the PSF-matched filter
+            (default 5; noise gives about one detection per million pixels at 5)">
+          <values min="3" max="100"/>
         </inputKey>
         <inputKey name="seeing" type="real" unit="arcsec" tablehead="Seeing guess"
           description="Seeing guess before the FWHM is measured">

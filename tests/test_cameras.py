@@ -205,9 +205,11 @@ def test_a_sparse_frame_of_faint_stars_is_not_blank(tmp_path):
     from processing import detect
     masks = detect.build_masks(frame.data, frame.mask, 6e4, 10)
     background = detect.estimate_background(frame.data, masks.bad)
-    objs = detect.detect_sources(frame.data - background.level, background, masks.bad, 3.0, sim.params["gain"])
-    snr = objs["flux"] / detect.flux_error(objs, background, sim.params["gain"])
-    assert np.sum(snr > 10) < detect.MIN_STARS <= np.sum(snr > 5)   # the old test would have called it blank
+    gain = sim.params["gain"]
+    found = detect.detect(frame.data - background.level, background, masks, 5.0, gain, sim.params["fwhm_px"])
+    snr = found.objs["flux"] / detect.flux_error(found.objs, background, gain)
+    # the old test (10 sigma isophotal) would have called it blank
+    assert np.sum(snr > 10) < detect.MIN_STARS <= np.sum(found.snr > detect.BLANK_SNR)
     noise = np.random.default_rng(4).normal(300, 15, (512, 512)).astype(np.float32)
     with pytest.raises(NoStarsError):
-        detect.detect_sources(noise - 300, background, masks.bad, 3.0, 1.6)
+        detect.detect(noise - 300, background, masks, 5.0, 1.6, sim.params["fwhm_px"])

