@@ -140,6 +140,7 @@ class Detections:
     flags: np.ndarray          # source flags set at detection (FLAG_BLENDED, FLAG_TRAIL)
     filter_fwhm: float         # the detection filter's FWHM (px)
     trails: list               # ``Trail``s found among the detections
+    undersampled: bool = False  # sharp means single-pixel: a star may be one
 
     def __len__(self):
         return len(self.objs)
@@ -150,7 +151,7 @@ class Detections:
                           sharp=np.concatenate([self.sharp, more.sharp]),
                           point_like=np.concatenate([self.point_like, more.point_like]),
                           peak=np.concatenate([self.peak, more.peak]), flags=np.concatenate([self.flags, more.flags]),
-                          filter_fwhm=self.filter_fwhm, trails=self.trails)
+                          filter_fwhm=self.filter_fwhm, trails=self.trails, undersampled=self.undersampled)
 
 
 #: the PSF model's error per pixel, as a fraction of the model: peaks in a
@@ -193,7 +194,8 @@ def detect(data_sub, background, masks, sigma, gain, fwhm):
     fwhm = max(fwhm, MIN_FILTER_FWHM)
     objs, snr, segments = detect_sources(data_sub, background, masks.bad, sigma, fwhm)
     sharpest = min(fwhm, sharpest_star_fwhm(objs, snr))
-    if sharpest < MIN_FILTER_FWHM:      # undersampled: a star's profile is a hot pixel's
+    undersampled = sharpest < MIN_FILTER_FWHM
+    if undersampled:                    # a star's profile is a hot pixel's
         sharp = single_pixel(objs)
     else:
         sharp = sharper_than_psf(data_sub, objs["xpeak"], objs["ypeak"], background.rms, gain,
@@ -213,7 +215,7 @@ def detect(data_sub, background, masks, sigma, gain, fwhm):
     flags = np.where(objs["flag"] & 1, FLAG_BLENDED, 0) | np.where(on_trail, FLAG_TRAIL, 0)   # 1: sep OBJ_MERGED
     return Detections(objs=objs, snr=snr, sharp=sharp, point_like=stellar(objs, sharp | on_trail),
                       peak=objs["peak"] + background.level[iy, ix], flags=flags.astype(np.int32),
-                      filter_fwhm=fwhm, trails=trails)
+                      filter_fwhm=fwhm, trails=trails, undersampled=undersampled)
 
 
 def flux_error(objs, background, gain):
@@ -499,6 +501,15 @@ def has_brighter_neighbour(x, y, flux, radius):
     brighter[i[flux[j] > flux[i]]] = True
     brighter[j[flux[i] > flux[j]]] = True
     return brighter
+
+
+def artefact_mask(shape, objs, scale=3.0):
+    """Pixels within ``scale`` times the sep ellipses of ``objs`` (hot pixels,
+    cosmic rays), each at least half a pixel across its axes."""
+    mask = np.zeros(shape, dtype=bool)
+    sep.mask_ellipse(mask, objs["x"], objs["y"], np.maximum(objs["a"], 0.5), np.maximum(objs["b"], 0.5),
+                     objs["theta"], r=scale)
+    return mask
 
 
 def footprints(shape, objs, scale=7.5):

@@ -122,7 +122,11 @@ def robust_fit(design, values, errors, usable, clip, max_intrinsic=np.inf, n_ite
     error rejected, until the kept set stops changing.  Returns a ``LinearFit``."""
     n_params = design.shape[1]
     usable = usable & np.isfinite(values) & np.isfinite(errors) & (errors > 0)
-    keep, intrinsic = usable.copy(), 0.0
+    # start from the points near the median: a weighted mean can fall
+    # between two groups (stars and a galaxy's knots) and keep the wrong one
+    offset = values - np.median(values[usable]) if usable.any() else values
+    start = min(max_intrinsic, robust_intrinsic(offset[usable], errors[usable])) if usable.sum() >= 3 else np.inf
+    keep, intrinsic = usable & (np.abs(offset) < clip * np.hypot(errors, start)), 0.0
     coeffs = np.zeros(n_params)
     for _ in range(n_iter):
         if keep.sum() < n_params + 2:

@@ -18,9 +18,17 @@ from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import lsqr
 
-#: the ePSF's samples per pixel: with two, a star's PSF flux depended on its
-#: sub-pixel position by up to 0.85 %; three, from 100 stars, left 0.2 %
-OVERSAMPLING = 3
+#: the ePSF's samples per pixel for a PSF narrower than SHARP_PSF_FWHM (px):
+#: with two, such a star's PSF flux depended on its sub-pixel position by up
+#: to 0.85 %, with three (from 100 stars) by 0.2 %; a wider PSF is smooth on
+#: a pixel, and three samples per pixel leave its wide ePSF too noisy (its
+#: PSF magnitudes scattered by 0.15 mag about the apertures' at 5 px)
+SHARP_OVERSAMPLING, WIDE_OVERSAMPLING, SHARP_PSF_FWHM = 3, 2, 4.0
+
+
+def oversampling_of(epsf):
+    """The ePSF's samples per native pixel."""
+    return int(np.atleast_1d(epsf.oversampling)[0])
 #: fewer isolated unsaturated stars than this: no PSF model
 MIN_PSF_STARS = 5
 
@@ -61,7 +69,8 @@ class PSFModel:
         if self.epsf is None:
             return moffat_contrast(self.fwhm, self.beta)
         dy, dx = np.mgrid[-1:2, -1:2].astype(float)
-        values = _sample(ndimage.spline_filter(self.epsf.data.astype(np.float64), order=3), dx, dy)
+        values = _sample(ndimage.spline_filter(self.epsf.data.astype(np.float64), order=3), dx, dy,
+                         oversampling_of(self.epsf))
         return float(values[1, 1] / np.median(np.delete(values.ravel(), 4)))
 
     def curve_of_growth(self, radii):
@@ -76,8 +85,10 @@ class PSFModel:
         rendered = np.hypot(ox, oy) <= epsf_extent(self.epsf)
         fractions = []
         phases = (-0.375, -0.125, 0.125, 0.375)
+        oversampling = oversampling_of(self.epsf)
         for phase_x, phase_y in ((px, py) for px in phases for py in phases):
-            stamp = np.ascontiguousarray(np.where(rendered, _sample(filtered, ox - phase_x, oy - phase_y), 0.0))
+            stamp = np.ascontiguousarray(np.where(rendered, _sample(filtered, ox - phase_x, oy - phase_y, oversampling),
+                                                  0.0))
             sums, _, _ = sep.sum_circle(stamp, np.full(len(radii), n + phase_x), np.full(len(radii), n + phase_y),
                                         np.asarray(radii, dtype=float), subpix=5)
             fractions.append(sums)
@@ -99,21 +110,26 @@ class PSFModel:
 
 
 #: a PSF star has no neighbour within ISOLATION_FWHM and no brighter one
-#: within BRIGHTER_ISOLATION_FWHM (FWHM): a bright star's wings at 6 FWHM
-#: outshine a fainter one's at 3 FWHM (its cutout's edge)
+#: within BRIGHTER_ISOLATION_FWHM: a brighter star's wings at 6 FWHM can
+#: outshine the PSF star's own at 3.5 FWHM, its cutout's edge (next to
+#: saturated stars they made rings in the ePSF and doubled the light it put
+#: beyond the growth radius); preferring such stars, or a tenfold brighter
+#: threshold, let a galaxy's knots into the PSF stars of a frame of M51
 ISOLATION_FWHM, BRIGHTER_ISOLATION_FWHM = 4.0, 8.0
 
 
 def select_psf_stars(x, y, flux, peak, point_like, fwhm, saturate, shape, max_stars=100):
-    """Indices of the brightest unsaturated point-like stars without close
-    or brighter neighbours (``ISOLATION_FWHM``, ``BRIGHTER_ISOLATION_FWHM``)."""
+    """Indices of the brightest (up to ``max_stars``) unsaturated point-like
+    stars with no neighbour within ``ISOLATION_FWHM`` and no brighter one
+    within ``BRIGHTER_ISOLATION_FWHM``."""
     from .detect import has_brighter_neighbour, isolated
     h, w = shape
     half = 4 * fwhm
     inside = (x > half) & (x < w - 1 - half) & (y > half) & (y < h - 1 - half)
+    flux = np.asarray(flux)
     ok = (inside & point_like & (peak < 0.5 * saturate) & isolated(x, y, ISOLATION_FWHM * fwhm)
-          & ~has_brighter_neighbour(x, y, np.asarray(flux), BRIGHTER_ISOLATION_FWHM * fwhm))
-    idx = np.where(ok)[0]
+          & ~has_brighter_neighbour(x, y, flux, BRIGHTER_ISOLATION_FWHM * fwhm))
+    idx = np.flatnonzero(ok)
     return idx[np.argsort(-flux[idx])][:max_stars]
 
 
@@ -123,26 +139,32 @@ NEIGHBOUR_SCALE = 3.0
 
 
 def build_epsf(data_sub, x, y, fwhm, sky_level, neighbours):
-    """photutils ePSF (oversampled by ``OVERSAMPLING``) from the stars at
-    (x, y), each with its local sky (ADU/pixel) removed first and its
-    neighbours left out: a pedestal left in the cutouts would become wings
-    of the model, and a neighbour in a cutout's corner a ring in it (at 3
-    FWHM it doubled the light the model put beyond the growth radius);
-    either would make the PSF fits take light from every neighbour.
-    ``neighbours`` is sep's catalogue of all detections (the stars among
-    them are recognised by position)."""
+    """photutils ePSF (``SHARP_OVERSAMPLING`` or ``WIDE_OVERSAMPLING``
+    samples per pixel) from the stars at (x, y), each with its local sky
+    (ADU/pixel) removed first and the other sources' cores masked
+    (``_neighbour_weights``; ``neighbours`` is sep's catalogue of all
+    detections): a pedestal or a neighbour left in the cutouts would become
+    part of the model, which the PSF fits would then take from every
+    neighbour.  A star whose own centre a neighbour's ellipse covers is
+    left out."""
     from photutils.psf import extract_stars
     size = int(2 * np.ceil(3.5 * fwhm) + 1)
+    oversampling = SHARP_OVERSAMPLING if fwhm < SHARP_PSF_FWHM else WIDE_OVERSAMPLING
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cutouts = extract_stars(NDData(data_sub), Table(dict(x=x, y=y, sky=sky_level)), size=size).all_stars
-        epsf = _epsf_of(cutouts, sky_level, [_neighbour_weights(star, neighbours) for star in cutouts])
+        weights = [_neighbour_weights(star, neighbours) for star in cutouts]
+        clear = [weight[tuple(np.round(star.cutout_center[::-1]).astype(int))] > 0
+                 for star, weight in zip(cutouts, weights)]
+        cutouts, sky_level, weights = ([v for v, ok in zip(values, clear) if ok]
+                                       for values in (cutouts, sky_level, weights))
+        epsf = _epsf_of(cutouts, sky_level, weights, oversampling)
         if not np.isfinite(epsf.data).all():     # some sample covered by neighbours in every cutout
-            epsf = _epsf_of(cutouts, sky_level, [None] * len(cutouts))
+            epsf = _epsf_of(cutouts, sky_level, [None] * len(cutouts), oversampling)
     return epsf
 
 
-def _epsf_of(cutouts, sky_level, weights):
+def _epsf_of(cutouts, sky_level, weights, oversampling):
     """photutils' ePSF of the cutouts less their sky levels, with these
     weights (0: not used); the stars' values are combined with a
     median-centred 3-sigma clip whose sigma is the MAD's, so that one star's
@@ -152,7 +174,7 @@ def _epsf_of(cutouts, sky_level, weights):
     from photutils.psf import EPSFBuilder, EPSFStar, EPSFStars
     stars = EPSFStars([EPSFStar(star.data - level, weights=weight, cutout_center=star.cutout_center,
                                 origin=star.origin) for star, level, weight in zip(cutouts, sky_level, weights)])
-    epsf, _ = EPSFBuilder(oversampling=OVERSAMPLING, maxiters=3, progress_bar=False,
+    epsf, _ = EPSFBuilder(oversampling=oversampling, maxiters=3, progress_bar=False,
                           sigma_clip=SigmaClip(sigma=3.0, stdfunc="mad_std"))(stars)
     return epsf
 
@@ -191,14 +213,15 @@ def epsf_fwhm(epsf):
         warnings.simplefilter("ignore")
         fit = fitting.LevMarLSQFitter()(guess, xx, yy, data)
     beta = float(fit.alpha.value)
-    return float(abs(fit.fwhm) / OVERSAMPLING), beta if 1.5 < beta < 20 else DEFAULT_BETA
+    return float(abs(fit.fwhm) / oversampling_of(epsf)), beta if 1.5 < beta < 20 else DEFAULT_BETA
 
 
-def _sample(filtered, dx, dy):
-    """ePSF value at native-pixel offsets (dx, dy) from the star centre."""
+def _sample(filtered, dx, dy, oversampling):
+    """ePSF value at native-pixel offsets (dx, dy) from the star centre
+    (``filtered``: its spline coefficients, ``oversampling`` samples per pixel)."""
     n = filtered.shape[0]
     c = 0.5 * (n - 1)
-    coords = np.array([dy.ravel() * OVERSAMPLING + c, dx.ravel() * OVERSAMPLING + c])
+    coords = np.array([dy.ravel() * oversampling + c, dx.ravel() * oversampling + c])
     return ndimage.map_coordinates(filtered, coords, order=3, mode="constant", cval=0.0,
                                    prefilter=False).reshape(dx.shape)
 
@@ -282,7 +305,7 @@ class PSFFit:
 
 def epsf_extent(epsf):
     """Radius (native px) of the ePSF's stamp: where the model ends."""
-    return (epsf.data.shape[0] // 2) / OVERSAMPLING
+    return (epsf.data.shape[0] // 2) / oversampling_of(epsf)
 
 
 def stretch_derivative(epsf):
@@ -302,17 +325,18 @@ def _psf_values(epsf, stamps, stretch):
     native samples of an ePSF sum to that only on average over sub-pixel
     phases (within about 1 % either way at two-fold oversampling), which
     would make a star's PSF flux depend on where it falls in its pixel."""
-    values = _sample(ndimage.spline_filter(epsf.data.astype(np.float64), order=3), stamps.dx, stamps.dy)
+    oversampling = oversampling_of(epsf)
+    values = _sample(ndimage.spline_filter(epsf.data.astype(np.float64), order=3), stamps.dx, stamps.dy, oversampling)
     if stretch is not None:
         derivative = ndimage.spline_filter(stretch_derivative(epsf), order=3)
-        values = values + np.asarray(stretch)[:, None] * _sample(derivative, stamps.dx, stamps.dy)
+        values = values + np.asarray(stretch)[:, None] * _sample(derivative, stamps.dx, stamps.dy, oversampling)
     return values * (_disc_fraction(epsf, stamps.distance.max()) / values.sum(axis=1, keepdims=True))
 
 
 def _disc_fraction(epsf, radius):
     """The fraction of the ePSF's flux within ``radius`` (native px) of its centre."""
     n = epsf.data.shape[0]
-    grid_y, grid_x = (np.mgrid[:n, :n] - 0.5 * (n - 1)) / OVERSAMPLING
+    grid_y, grid_x = (np.mgrid[:n, :n] - 0.5 * (n - 1)) / oversampling_of(epsf)
     return float(epsf.data[np.hypot(grid_x, grid_y) <= radius].sum() / epsf.data.sum())
 
 
@@ -324,7 +348,8 @@ def measure_stretch(image, rms, epsf, x, y, fit_radius, bad):
     stamps = _stamps(x, y, fit_radius, image.shape)
     use = stamps.inside & ~bad[stamps.py, stamps.px]
     p = np.where(use, _psf_values(epsf, stamps, None), 0.0)
-    d = np.where(use, _sample(ndimage.spline_filter(stretch_derivative(epsf), order=3), stamps.dx, stamps.dy), 0.0)
+    d = np.where(use, _sample(ndimage.spline_filter(stretch_derivative(epsf), order=3), stamps.dx, stamps.dy,
+                              oversampling_of(epsf)), 0.0)
     weight = 1.0 / rms[stamps.py, stamps.px].astype(np.float64) ** 2
     data = image[stamps.py, stamps.px]
     a11, a12, a22 = (weight * p * p).sum(1), (weight * p * d).sum(1), (weight * d * d).sum(1)

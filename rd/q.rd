@@ -295,7 +295,8 @@
                 yield {"name": column.name}
           </codeItems>
           <events>
-            <map key="\name">None if @\name is None or @\name != @\name else float(@\name)</map>
+            <!-- KeyError: a column added to the contract after the file was written -->
+            <map key="\name" nullExcs="KeyError">None if @\name is None or @\name != @\name else float(@\name)</map>
           </events>
         </LOOP>
       </rowmaker>

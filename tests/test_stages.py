@@ -60,15 +60,16 @@ def test_local_sky_ignores_a_neighbour_in_the_annulus():
     assert sky.npix[0] == n_nominal
 
 
-def _epsf(sigma):
+def _epsf(sigma, oversampling=psf.SHARP_OVERSAMPLING):
     """A Gaussian ePSF as photutils builds it: the pixel-integrated PSF,
-    sampled twice per pixel, normalised so that native samples sum to 1."""
-    half = int(np.ceil(4 * sigma)) * psf.OVERSAMPLING
-    offsets = np.arange(-half, half + 1) / psf.OVERSAMPLING
+    sampled ``oversampling`` times per pixel, normalised so that native
+    samples sum to 1."""
+    half = int(np.ceil(4 * sigma)) * oversampling
+    offsets = np.arange(-half, half + 1) / oversampling
     from scipy.special import erf
     profile = (erf((offsets + 0.5) / (np.sqrt(2) * sigma)) - erf((offsets - 0.5) / (np.sqrt(2) * sigma))) / 2
     data = np.outer(profile, profile)
-    return types.SimpleNamespace(data=data / data.sum() * psf.OVERSAMPLING ** 2)
+    return types.SimpleNamespace(data=data / data.sum() * oversampling ** 2, oversampling=oversampling)
 
 
 def test_sparse_psf_fit_separates_overlapping_stars():
