@@ -1,6 +1,7 @@
 """``make bench``: wall time, CPU time and peak memory of the full pipeline
 on a simulated 4096x4096 frame with 6000 stars, PSF photometry on, local
-reference catalogue.  Targets (2 cores): <= 6 s wall, <= 1.5 GB peak RSS.
+reference catalogue.  Targets (2 cores): <= 6 s wall, <= 10 s CPU, <= 1.5 GB
+peak RSS.
 
 The frame is simulated in a child process, so the peak resident set size
 (ru_maxrss) reported is the pipeline's alone; the wall and CPU times include
@@ -17,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-TARGET_WALL_S = 6.0
+TARGET_WALL_S, TARGET_CPU_S = 6.0, 10.0
 TARGET_PEAK_GB = 1.5
 
 
@@ -58,7 +59,8 @@ def main(argv=None):
     print(f"{'stage':<12s} {'wall s':>8s} {'CPU s':>8s}")
     for stage, seconds in stages.items():
         print(f"{stage:<12s} {seconds:8.3f} {stage_cpu[stage]:8.3f}")
-    print(f"{'total':<12s} {wall:8.3f} {cpu:8.3f}   (imports included; target <= {TARGET_WALL_S} s wall)")
+    print(f"{'total':<12s} {wall:8.3f} {cpu:8.3f}   (imports included; target <= {TARGET_WALL_S} s wall,"
+          f" <= {TARGET_CPU_S} s CPU)")
     print(f"peak RSS {peak:.2f} GB (process maximum; target <= {TARGET_PEAK_GB} GB)")
     print(json.dumps({k: result.summary[k] for k in ("n_sources", "n_calibrators", "zero_point",
                                                       "fwhm_arcsec", "limiting_mag_5sigma")}))
