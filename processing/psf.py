@@ -362,6 +362,27 @@ def measure_stretch(image, rms, epsf, x, y, fit_radius, bad):
     return stretch, stretch_err
 
 
+#: a PSF fit needs this fraction of the PSF's light within its disc on usable pixels
+MIN_COVERAGE = 0.7
+
+
+def isolated_fluxes(image, rms, epsf, x, y, fit_radius, bad, stretch=None):
+    """PSF fluxes at positions far enough apart that their fits do not
+    overlap (empty sky, for a detection limit): per position sum(w P d) /
+    sum(w P^2) over the usable pixels within ``fit_radius``, P sampled as
+    ``fit_fluxes`` samples it (the same flux scale); NaN under
+    ``MIN_COVERAGE``.  No simultaneous fit, no model image."""
+    stamps = _stamps(x, y, max(fit_radius, epsf_extent(epsf)), image.shape)
+    values = _psf_values(epsf, stamps, stretch)
+    disc = stamps.inside & (stamps.distance <= fit_radius)[None, :]
+    p = np.where(disc & ~bad[stamps.py, stamps.px], values, 0.0)
+    weight = 1.0 / rms[stamps.py, stamps.px].astype(np.float64) ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        flux = (weight * p * image[stamps.py, stamps.px]).sum(1) / (weight * p * p).sum(1)
+        coverage = p.sum(1) / np.where(disc, values, 0.0).sum(1)
+    return np.where(coverage > MIN_COVERAGE, flux, np.nan)
+
+
 def fit_fluxes(data_sub, rms, gain, epsf, x, y, fit_radius, bad, stretch=None):
     """Simultaneous weighted linear fit of all source fluxes at fixed
     positions; returns a ``PSFFit``.
@@ -408,7 +429,7 @@ def fit_fluxes(data_sub, rms, gain, epsf, x, y, fit_radius, bad, stretch=None):
     var = (model ** 2 / sigma ** 4 * var_pix).sum(axis=1) / np.maximum(p2w, 1e-30) ** 2
     full = (values * (distance <= fit_radius)[None, :]).sum(axis=1)
     coverage = model.sum(axis=1) / np.maximum(full, 1e-30)
-    ok = (p2w > 0) & np.isfinite(flux) & (coverage > 0.7)
+    ok = (p2w > 0) & np.isfinite(flux) & (coverage > MIN_COVERAGE)
     image = _render(values, flat, inside, np.where(ok, flux, 0.0), (h, w))
     chi = _reduced_chi(data_sub, image, py, px, usable, var_pix)
     return PSFFit(flux=flux, flux_err=np.sqrt(var) * np.maximum(chi, 1.0), ok=ok,

@@ -523,9 +523,9 @@ def limits(r):
     # the sources' models removed: in a crowded field "empty" sky is near stars
     image = r.data_sub if r.psf_fit is None else r.data_sub - r.psf_fit.model
     if phot.m_psf is not None:
-        fit = psf.fit_fluxes(image, r.background.rms, r.info.gain, r.psf.epsf, x, y, fit_radius, r.masks.bad,
-                             r.psf.stretch_at(x, y))
-        fluxes, correction, r.limit_method = fit.flux[fit.ok], phot.apcor_psf + phot.apcor, "PSF fits"
+        fluxes = psf.isolated_fluxes(image, r.background.rms, r.psf.epsf, x, y, fit_radius, r.masks.bad,
+                                     r.psf.stretch_at(x, y))
+        correction, r.limit_method = phot.apcor_psf + phot.apcor, "PSF fits"
     else:
         fluxes = aperture.circle_sum(image, x, y, phot.apertures.calibration)
         correction, r.limit_method = phot.apcor, "calibration apertures"
