@@ -37,7 +37,7 @@ def _source_xy(result):
 #: |50 % completeness - reported limit| (mag) per PSF FWHM (px).  At 5 px
 #: the ePSF, from the 25 stars isolated enough in this frame, makes PSF
 #: fits at empty positions 1.6x noisier than the optimal fit: the limit is
-#: 0.4 mag brighter than the detection reaches (a known shortfall)
+#: 0.34 mag brighter than the detection reaches (a known shortfall)
 COMPLETENESS_TOLERANCE = {2.2: 0.2, 3.2: 0.2, 5.0: 0.45}
 
 
