@@ -101,9 +101,7 @@ def estimate_background(data, mask, box=64):
 def _unbinned_fwhm(binned_objs):
     """The median FWHM (px of the full frame) of the binned pass's point
     sources (sep's Gaussian-core FWHM), or None with fewer than five."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sharp = binned_objs["peak"] / binned_objs["flux"] > SHARP_PEAK_FRACTION
-    point_like = stellar(binned_objs, sharp)
+    point_like = stellar(binned_objs, single_pixel(binned_objs))
     if point_like.sum() < 5:
         return None
     bright = np.flatnonzero(point_like)[np.argsort(-binned_objs["flux"][point_like])][:200]
