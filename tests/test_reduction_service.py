@@ -393,21 +393,31 @@ def test_database_restart_during_the_pipeline_leaves_a_completed_archived_job(se
     assert (archived["obs_id"], rows, files) == (obs_id, 1, True)
 
 
-def test_database_restart_during_ingestion_rolls_back_with_one_plain_line(service):
-    """The ingestion's connection dies in the middle of its transaction:
-    nothing is stored, no product directory, ERROR with a plain sentence."""
+def _kill_backends_during_ingestion(service, seed, where):
+    """Alice's job on exposure ``seed`` run until its ingestion waits on a
+    lock held on rapas.images; then the backends matching ``where`` are
+    terminated and the lock released.  Returns (client, job URL, frame path,
+    number of backends terminated)."""
     client = alice(service)
-    path = exposure(service, 51)
-    before = counts(service)
+    path = exposure(service, seed)
     job_url = client.create(path)
     client.run(job_url)
     _wait_executing(client, job_url)
     lock = _TableLock(service, "rapas.images")
     try:
         lock.wait_for_a_blocked_backend()                  # the ingestion, waiting to write
-        assert _terminate(service, "wait_event_type = 'Lock'") == 1
+        killed = _terminate(service, where)
     finally:
         lock.release()
+    return client, job_url, path, killed
+
+
+def test_database_restart_during_ingestion_rolls_back_with_one_plain_line(service):
+    """The ingestion's connection dies in the middle of its transaction:
+    nothing is stored, no product directory, ERROR with a plain sentence."""
+    before = counts(service)
+    client, job_url, path, killed = _kill_backends_during_ingestion(service, 51, "wait_event_type = 'Lock'")
+    assert killed == 1
     job = client.wait(job_url, server_errors=DELAYED_500S)
     assert job.phase == "ERROR"
     assert error_message(job).strip() == ("the archive database restarted while the frame was being stored;"
@@ -420,18 +430,9 @@ def test_database_restart_before_the_final_phase_is_retried_to_completed(service
     """Every connection but the ingestion's dies while the ingestion waits:
     the frame is stored, the job's pooled connection for its final phase is
     dead, the write is retried, and the job says COMPLETED, as the archive does."""
-    client = alice(service)
-    path = exposure(service, 52)
-    job_url = client.create(path)
-    client.run(job_url)
-    _wait_executing(client, job_url)
-    lock = _TableLock(service, "rapas.images")
-    try:
-        lock.wait_for_a_blocked_backend()                  # the ingestion, waiting to write
-        assert _terminate(service, "wait_event_type IS DISTINCT FROM 'Lock'"
-                                   " AND application_name <> 'rapas-test-lock'") >= 1
-    finally:
-        lock.release()
+    client, job_url, path, killed = _kill_backends_during_ingestion(
+        service, 52, "wait_event_type IS DISTINCT FROM 'Lock' AND application_name <> 'rapas-test-lock'")
+    assert killed >= 1
     job = client.wait(job_url, server_errors=DELAYED_500S)
     assert job.phase == "COMPLETED", error_message(job)
     obs_id, rows, files = _archived_files(service, path.read_bytes())
