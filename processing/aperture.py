@@ -64,9 +64,13 @@ class Photometry:
     sky_level: np.ndarray          # local sky per source (ADU/pixel)
     half_light: np.ndarray         # half-light radius within the growth aperture (px), neighbours removed
     psf_half_light: float          # the PSF stars' median half-light radius (px)
+    #: aperture.CorrectionMap from the calibration aperture to total flux
+    total_map: object = None
     m_psf: np.ndarray | None = None
     e_psf: np.ndarray | None = None
     apcor_psf: float = np.nan
+    #: aperture.CorrectionMap from PSF fluxes to the calibration aperture
+    psf_map: object = None
 
     @property
     def star_sized(self):

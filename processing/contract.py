@@ -69,6 +69,8 @@ PRODUCTS = (
     Product("detections.png", "image/png", "#auxiliary", "Detections and calibrators"),
     Product("fwhm_map.png", "image/png", "#auxiliary", "FWHM and ellipticity across the field"),
     Product("preview.png", "image/png", "#preview", "Preview of the calibrated image"),
+    Product("photmodel.fits", "application/fits", "#auxiliary",
+            "Photometric model for forced photometry: the ePSF and the calibration maps on a grid"),
     Product(LOG_NAME, "text/plain", "#documentation", "Reduction log"),
 )
 PRODUCT_NAMES = tuple(p.name for p in PRODUCTS)
@@ -254,6 +256,8 @@ class Summary:
     site: dict | None = None              # lat, lon (deg), height (m)
     observatory_code: str | None = None
     enriched_at: str | None = None        # ISO UTC, when enrichment was run again
+    #: the BP-RP sources without a colour (and forced photometry) are calibrated at: the calibrators' median
+    calibration_colour: float | None = None
     # the run
     products: list = field(default_factory=product_manifest)
     processing_time_s: float | None = None

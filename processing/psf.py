@@ -118,10 +118,20 @@ class PSFModel:
 ISOLATION_FWHM, BRIGHTER_ISOLATION_FWHM = 4.0, 8.0
 
 
-def select_psf_stars(x, y, flux, peak, point_like, fwhm, saturate, shape, max_stars=100):
+#: with ENOUGH_STRONG_PSF_STARS stars of this detection S/N (their matched
+#: filter's peak) or more, the ePSF is built from those alone: EPSFBuilder
+#: scales every star to unit flux, so a faint one adds as much noise as a
+#: bright one, and on sparse 400- to 560-pixel frames stars down to S/N 10
+#: made its lobes hold 0.3 to 50 times its flux (from 15 to 25 stars of S/N
+#: 50 up: 0.03).  With fewer, all candidates (the ePSF's checks judge it)
+MIN_PSF_STAR_SNR, ENOUGH_STRONG_PSF_STARS = 50.0, 15
+
+
+def select_psf_stars(x, y, flux, peak, snr, point_like, fwhm, saturate, shape, max_stars=100):
     """Indices of the brightest (up to ``max_stars``) unsaturated point-like
     stars with no neighbour within ``ISOLATION_FWHM`` and no brighter one
-    within ``BRIGHTER_ISOLATION_FWHM``."""
+    within ``BRIGHTER_ISOLATION_FWHM``; only those of detection S/N
+    ``MIN_PSF_STAR_SNR`` or more when there are enough of them."""
     from .detect import has_brighter_neighbour, isolated
     h, w = shape
     half = 4 * fwhm
@@ -129,7 +139,8 @@ def select_psf_stars(x, y, flux, peak, point_like, fwhm, saturate, shape, max_st
     flux = np.asarray(flux)
     ok = (inside & point_like & (peak < 0.5 * saturate) & isolated(x, y, ISOLATION_FWHM * fwhm)
           & ~has_brighter_neighbour(x, y, flux, BRIGHTER_ISOLATION_FWHM * fwhm))
-    idx = np.flatnonzero(ok)
+    strong = ok & (np.asarray(snr) >= MIN_PSF_STAR_SNR)
+    idx = np.flatnonzero(strong if strong.sum() >= ENOUGH_STRONG_PSF_STARS else ok)
     return idx[np.argsort(-flux[idx])][:max_stars]
 
 
@@ -301,6 +312,12 @@ class PSFFit:
         cx = (k % columns) * side + half - st.dx[index, centre]
         cy = (k // columns) * side + half - st.dy[index, centre]
         return {r: sep.sum_circle(mosaic, cx, cy, r, subpix=5)[0] for r in radii}
+
+
+def negative_fraction(epsf):
+    """The ePSF's negative samples' sum over its total (noise in a sound one)."""
+    data = np.asarray(epsf.data, dtype=np.float64)
+    return float(-data[data < 0].sum() / data.sum())
 
 
 def epsf_extent(epsf):

@@ -216,32 +216,39 @@ def simulate_frame(
     colour_range=(0.2, 2.8), n_hot_pixels=30, n_cosmic_rays=15, proper_motion_mas=8.0,
     real_bright_stars=False, header_wcs="true", wcs_offset_arcsec=0.0, wcs_rotation_deg=0.0,
     date_obs="2026-03-14T21:05:00", stamp_fwhm=7.0, subsample=3, noise_seed=None, extra_sources=(),
-    n_trails=0, trail_adu_per_px=400.0,
+    n_trails=0, trail_adu_per_px=400.0, catalogue=None,
 ):
     """Render one frame; see the module docstring.  ``header_wcs`` is 'true'
     (exact, with SIP), 'perturbed' (offset/rotated, no SIP) or 'none'.
     ``seed`` draws the sky (stars, WCS truth); ``noise_seed``, when given,
     draws the noise and defects, so several exposures of one sky differ.
-    ``extra_sources``: (x, y, mag) point sources that are not in the Gaia
-    catalogue (a minor planet, a transient), at colour 0; their positions
-    are in ``SimulatedFrame.extras``.  ``n_trails`` satellite trails cross
+    ``extra_sources``: (x, y, mag[, bp_rp]) point sources that are not in
+    the Gaia catalogue (a minor planet, a transient), of catalogue magnitude
+    ``mag`` at BP-RP ``bp_rp`` (default 0); their positions are in
+    ``SimulatedFrame.extras``.  ``catalogue``: a Gaia-schema sky
+    (``sky_catalogue``) whose stars on the frame are rendered, instead of
+    stars drawn on the frame: frames of different geometry then share one
+    sky and one reference catalogue.  ``n_trails`` satellite trails cross
     the frame, each ``trail_adu_per_px`` ADU per pixel of length, with the
     PSF's profile across (``SimulatedFrame.trails``)."""
     rng = np.random.default_rng(seed)
     h, w = shape
     band_obj = canonical_band(band)
     wcs = make_wcs(shape, ra, dec, pixscale, rotation_deg, sip=True, flip=flip)
-    stars = _synthetic_stars(rng, n_stars, shape, 3, mag_range, colour_range)
-    # distinct synthetic Gaia-like identifiers (offset keeps them apart from real ones)
-    source_id = 7 * 10**18 + rng.permutation(50 * n_stars)[:n_stars].astype(np.int64) * 997
-    if real_bright_stars:
-        stars, source_id = _add_real_stars(stars, source_id, wcs, shape, rng, colour_range)
-
     obs_epoch = Time(date_obs, scale="utc").jyear
-    ra_obs, dec_obs = wcs.all_pix2world(stars["x"], stars["y"], 0)
-    pmra = rng.normal(0.0, proper_motion_mas, stars["x"].size)
-    pmdec = rng.normal(0.0, proper_motion_mas, stars["x"].size)
-    cat_ra, cat_dec = propagate(ra_obs, dec_obs, pmra, pmdec, 2016.0 - obs_epoch)
+    if catalogue is None:
+        stars = _synthetic_stars(rng, n_stars, shape, 3, mag_range, colour_range)
+        # distinct synthetic Gaia-like identifiers (offset keeps them apart from real ones)
+        source_id = 7 * 10**18 + rng.permutation(50 * n_stars)[:n_stars].astype(np.int64) * 997
+        if real_bright_stars:
+            stars, source_id = _add_real_stars(stars, source_id, wcs, shape, rng, colour_range)
+        ra_obs, dec_obs = wcs.all_pix2world(stars["x"], stars["y"], 0)
+        pmra = rng.normal(0.0, proper_motion_mas, stars["x"].size)
+        pmdec = rng.normal(0.0, proper_motion_mas, stars["x"].size)
+        cat_ra, cat_dec = propagate(ra_obs, dec_obs, pmra, pmdec, 2016.0 - obs_epoch)
+    else:
+        stars, source_id, pmra, pmdec, cat_ra, cat_dec, ra_obs, dec_obs = _stars_of(catalogue, wcs, shape,
+                                                                                      obs_epoch)
     g = stars["g"]
     bp = g + 0.45 * stars["colour"]
     rp = g - 0.55 * stars["colour"]
@@ -257,7 +264,7 @@ def simulate_frame(
                   gain=gain, rdnoise=rdnoise, exptime=exptime, saturate=saturate,
                   pixscale_arcsec=pixscale, band=band_obj.name, seed=seed)
     frame = SimulatedFrame(image=np.zeros(shape, np.float32), header=fits.Header(), truth=None,
-                           catalogue=catalogue, extras=_extras(extra_sources, wcs, zero_point, exptime),
+                           catalogue=catalogue, extras=_extras(extra_sources, wcs, zero_point, colour_term, exptime),
                            true_wcs=wcs, params=params)
 
     yy, xx = np.mgrid[0:h, 0:w]
@@ -293,13 +300,49 @@ def simulate_frame(
     return frame
 
 
-def _extras(extra_sources, wcs, zero_point, exptime):
-    """Table of the non-catalogue sources: x, y (0-based), ra, dec, mag, flux_adu."""
-    x, y, mag = (np.array(v, dtype=float) for v in zip(*extra_sources)) if len(extra_sources) else \
-        (np.array([]),) * 3
+def _extras(extra_sources, wcs, zero_point, colour_term, exptime):
+    """Table of the non-catalogue sources: x, y (0-based), ra, dec, mag, bp_rp, flux_adu."""
+    rows = [tuple(source) + (0.0,) * (4 - len(source)) for source in extra_sources]
+    x, y, mag, bp_rp = (np.array(v, dtype=float) for v in zip(*rows)) if rows else (np.array([]),) * 4
     ra, dec = wcs.all_pix2world(x, y, 0) if len(x) else (np.array([]), np.array([]))
-    return Table(dict(x=x, y=y, ra=ra, dec=dec, mag=mag,
-                      flux_adu=10 ** (-0.4 * (mag - zero_point)) * exptime))
+    return Table(dict(x=x, y=y, ra=ra, dec=dec, mag=mag, bp_rp=bp_rp,
+                      flux_adu=10 ** (-0.4 * (mag - zero_point - colour_term * bp_rp)) * exptime))
+
+
+def sky_catalogue(ra, dec, radius_deg, n_stars, seed, mag_range=(13.0, 22.0), colour_range=(0.2, 2.8),
+                  proper_motion_mas=8.0):
+    """A Gaia-schema sky of ``n_stars`` stars (epoch 2016.0) spread
+    uniformly over a square of side 2 ``radius_deg`` centred on (ra, dec),
+    magnitudes drawn as ``simulate_frame`` draws them; render it on frames
+    with ``simulate_frame(catalogue=...)``."""
+    rng = np.random.default_rng(seed)
+    side = 2 * radius_deg
+    stars = _synthetic_stars(rng, n_stars, (1000, 1000), 0, mag_range, colour_range)
+    offset_ra = (stars["x"] / 999.0 - 0.5) * side / np.cos(np.radians(dec))
+    offset_dec = (stars["y"] / 999.0 - 0.5) * side
+    g, colour = stars["g"], stars["colour"]
+    return Table(dict(
+        source_id=7 * 10**18 + 3 + rng.permutation(50 * n_stars)[:n_stars].astype(np.int64) * 997,
+        ra=ra + offset_ra, dec=dec + offset_dec,
+        pmra=rng.normal(0.0, proper_motion_mas, n_stars), pmdec=rng.normal(0.0, proper_motion_mas, n_stars),
+        ref_epoch=np.full(n_stars, 2016.0), phot_g_mean_mag=g, phot_bp_mean_mag=g + 0.45 * colour,
+        phot_rp_mean_mag=g - 0.55 * colour))
+
+
+def _stars_of(catalogue, wcs, shape, obs_epoch):
+    """The catalogue's stars on a frame of ``shape`` through ``wcs`` at
+    ``obs_epoch``: (stars dict x, y, g, colour; source_id, pmra, pmdec,
+    catalogue ra, dec; ra, dec at the epoch)."""
+    h, w = shape
+    pmra, pmdec = np.asarray(catalogue["pmra"], float), np.asarray(catalogue["pmdec"], float)
+    ra_obs, dec_obs = propagate(np.asarray(catalogue["ra"], float), np.asarray(catalogue["dec"], float),
+                                pmra, pmdec, obs_epoch - 2016.0)
+    x, y = wcs.all_world2pix(ra_obs, dec_obs, 0)
+    on = (x > 3) & (x < w - 4) & (y > 3) & (y < h - 4)
+    colour = np.asarray(catalogue["phot_bp_mean_mag"] - catalogue["phot_rp_mean_mag"], float)
+    stars = dict(x=x[on], y=y[on], g=np.asarray(catalogue["phot_g_mean_mag"], float)[on], colour=colour[on])
+    return (stars, np.asarray(catalogue["source_id"])[on], pmra[on], pmdec[on],
+            np.asarray(catalogue["ra"], float)[on], np.asarray(catalogue["dec"], float)[on], ra_obs[on], dec_obs[on])
 
 
 def _add_real_stars(stars, source_id, wcs, shape, rng, colour_range):

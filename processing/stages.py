@@ -104,7 +104,7 @@ def psf_model(r):
     windowed centroids sized by it."""
     det, objs = r.detections, r.detections.objs
     x, y = np.asarray(objs["x"]), np.asarray(objs["y"])
-    stars = psf.select_psf_stars(x, y, objs["flux"], det.peak, det.point_like, r.fwhm0, r.info.saturate,
+    stars = psf.select_psf_stars(x, y, objs["flux"], det.peak, det.snr, det.point_like, r.fwhm0, r.info.saturate,
                                  r.data_sub.shape)
     if len(stars) < psf.MIN_PSF_STARS:
         r.warn(f"only {len(stars)} isolated unsaturated stars: no PSF model, FWHM from moments")
@@ -135,12 +135,22 @@ def _psf_from(r, image, stars, x, y, exclude):
                f" its Moffat fit {-moffat:.3f}: its stars sit on structure (a galaxy, nebulosity) that their"
                " local sky did not remove; no PSF model (aperture photometry, Moffat corrections)")
         return psf.PSFModel(None, fwhm, stars, beta)
+    negative = psf.negative_fraction(epsf)
+    if negative > MAX_NEGATIVE_FRACTION:
+        r.warn(f"the ePSF from {len(stars)} stars is dominated by noise (its negative samples hold"
+               f" {negative:.0%} of its flux): no PSF model (aperture photometry, Moffat corrections, FWHM"
+               " from moments)")
+        return psf.PSFModel(None, r.fwhm0, stars)
     return model
 
 
 #: an ePSF may put this much more light (mag) beyond the growth aperture
 #: than its Moffat fit; more is light of the PSF stars' surroundings
 MAX_WING_EXCESS = 0.05
+#: an ePSF's negative samples may hold this fraction of its flux (sound
+#: ones: 0.03; from too few or too faint stars, EPSFBuilder's iterations
+#: diverge into lobes holding 0.5 to 50 times the flux)
+MAX_NEGATIVE_FRACTION = 0.2
 
 
 def initial_wcs(r):
@@ -375,7 +385,8 @@ def aperture_photometry(r):
     r.photometry = aperture.Photometry(
         x=r.x, y=r.y, fwhm=fwhm, apertures=radii, inst=inst, snr=snr, flags=flags,
         m_inst=m_cal + to_total.at(r.x, r.y), e_inst=to_total.total_error(e_cal, r.x, r.y),
-        apcor=apcor, apcor_err=apcor_err, exclude=exclude, sky_level=sky.level, half_light=half_light,
+        apcor=apcor, apcor_err=apcor_err, total_map=to_total, exclude=exclude, sky_level=sky.level,
+        half_light=half_light,
         psf_half_light=float(np.nanmedian(half_light[stars] if len(stars) else half_light)), crowding=crowding)
     if fit is not None and r.config.psf_photometry:
         _psf_magnitudes(r, fit, sky.level)
@@ -392,6 +403,7 @@ def _psf_magnitudes(r, fit, sky_level):
     to_aperture = _correction_map(r, m_raw, m_cal, np.hypot(e_raw, e_cal), use, psf.epsf_extent(r.psf.epsf),
                                   phot.apertures.calibration)
     phot.apcor_psf = float(to_aperture.at(*_centre(r.data_sub.shape))[0])
+    phot.psf_map = to_aperture
     to_total = phot.m_inst - m_cal
     phot.m_psf = np.where(fit.ok, m_raw + to_aperture.at(phot.x, phot.y) + to_total, np.nan)
     # the total-flux correction's own errors are in e_inst beyond the calibration aperture's
@@ -539,8 +551,31 @@ def products(r):
     from . import products as writers
     r.summary = summary(r)
     writers.write_all(r.out, r.frame, r.wcs, r.summary, r.sources, r.calibration, r.data_sub, r.log)
+    write_photometric_model(r)
     r.log(f"done: {len(r.sources)} sources, ZP {r.summary.zero_point:.4f}, limit {r.limit:.2f},"
           f" FWHM {r.psf.fwhm * r.pixel_scale:.2f} arcsec, calibration level {r.summary.calib_level}")
+
+
+def write_photometric_model(r):
+    """photmodel.fits: what forced photometry at any position needs later
+    (``forced.write_model``)."""
+    from . import forced
+    phot, cal, epsf = r.photometry, r.calibration, r.psf.epsf
+    with_psf = epsf is not None and phot.psf_map is not None
+    no_colour = np.nan
+    maps = dict(
+        zero_point=None if cal is None else lambda x, y: cal.offset_at(x, y, np.full(np.shape(x), no_colour)),
+        zero_point_err=None if cal is None else lambda x, y: cal.error_at(x, y, np.full(np.shape(x), no_colour)),
+        aperture_to_total=phot.total_map.at,
+        aperture_to_total_err=lambda x, y: phot.total_map.total_error(0.0, x, y),
+        psf_to_total=(lambda x, y: phot.psf_map.at(x, y) + phot.total_map.at(x, y)) if with_psf else None,
+        psf_to_total_err=(lambda x, y: np.hypot(phot.psf_map.total_error(0.0, x, y),
+                                                 phot.total_map.total_error(0.0, x, y))) if with_psf else None,
+        stretch=(lambda x, y: np.zeros(np.shape(x))) if r.psf.stretch is None else r.psf.stretch_at)
+    keywords = dict(FWHM=phot.fwhm, FITRAD=PSF_FIT_RADIUS_FWHM * phot.fwhm, APRAD=phot.apertures.calibration,
+                    ANNIN=phot.apertures.annulus[0], ANNOUT=phot.apertures.annulus[1], EXPTIME=r.info.exptime,
+                    GAIN=r.info.gain, CALCOLOR=r.summary.calibration_colour)
+    forced.write_model(r.out / forced.MODEL_NAME, r.data_sub.shape, epsf if with_psf else None, maps, keywords)
 
 
 def summary(r):
@@ -591,4 +626,5 @@ def _calibration_entries(cal, phot, error):
         zero_point=cal.zero_point, zero_point_err=float(np.hypot(cal.zero_point_err, phot.apcor_err)),
         colour_term=cal.colour_term, colour_term_err=cal.colour_term_err if cal.has_colour else np.nan,
         colour_index="BP-RP" if cal.has_colour else None, n_calibrators=cal.n_calibrators,
-        calibration_rms=cal.rms, calibration_intrinsic_rms=cal.intrinsic_rms)
+        calibration_rms=cal.rms, calibration_intrinsic_rms=cal.intrinsic_rms,
+        calibration_colour=cal.median_colour if cal.has_colour else None)

@@ -216,3 +216,49 @@ def test_stages_and_warnings_are_in_the_log_and_the_summary(tmp_path):
     warning = "no AIRMASS and no site coordinates: airmass unknown"
     assert f"warning: {warning}" in log and warning in result.summary["warnings"]
     assert set(result.summary["stage_times_s"]) == set(names) == set(result.summary["stage_cpu_s"])
+
+
+def _forced_at(truth_run, ra, dec):
+    from processing import forced
+    return forced.measure(truth_run[1].out_dir, ra, dec)
+
+
+def test_forced_photometry_at_isolated_stars_matches_the_truth(truth_run):
+    """Forced photometry reads only the archived products (calibrated.fits by
+    sections, photmodel.fits): at the true positions of isolated stars it
+    gives their catalogue magnitudes (calibrated at the calibrators' median
+    BP-RP, as for a target of unknown colour) within its errors."""
+    sim, result = truth_run
+    t = sim.truth
+    x, y = np.asarray(t["x"]), np.asarray(t["y"])
+    distance = np.hypot(x[:, None] - x[None, :], y[:, None] - y[None, :])
+    np.fill_diagonal(distance, np.inf)
+    pick = np.flatnonzero((distance.min(axis=1) > 20) & (t["ref_mag"] > 14) & (t["ref_mag"] < 20)
+                          & (x > 50) & (x < 1998) & (y > 50) & (y < 1998))[:300]
+    m = _forced_at(truth_run, t["ra_obs"][pick], t["dec_obs"][pick])
+    s = result.summary
+    expected = t["ref_mag"][pick] + sim.params["colour_term"] * (s["calibration_colour"] - t["bp_rp"][pick])
+    z = (m["mag"] - expected) / np.hypot(m["mag_err"], s["zero_point_err"])
+    assert len(pick) > 150 and np.isfinite(m["mag"]).all()
+    assert abs(np.median(m["mag"] - expected)) < 0.01
+    assert 0.75 < mad_std(z) < 1.3
+
+
+def test_forced_photometry_on_empty_sky_scatters_by_its_errors(truth_run):
+    """At empty positions the fluxes are noise: centred on zero, half of
+    them negative, scattered by their reported errors; the 5-sigma limits
+    are near the frame's own."""
+    sim, result = truth_run
+    t = sim.truth
+    rng = np.random.default_rng(11)
+    x, y = rng.uniform(60, 1988, 3000), rng.uniform(60, 1988, 3000)
+    near = np.hypot(x[:, None] - np.asarray(t["x"])[None, :], y[:, None] - np.asarray(t["y"])[None, :]).min(axis=1)
+    x, y = x[near > 25][:300], y[near > 25][:300]
+    ra, dec = sim.true_wcs.all_pix2world(x, y, 0)
+    m = _forced_at(truth_run, ra, dec)
+    z = m["flux"] / m["flux_err"]
+    assert len(z) > 150 and np.isfinite(z).all()
+    assert abs(np.median(z)) < 0.25 and 0.85 < np.std(z) < 1.2
+    assert 0.35 < np.mean(m["flux"] < 0) < 0.65
+    assert np.isnan(m["mag"][z < 3]).all()
+    assert abs(np.median(m["mag_limit"]) - result.summary["limiting_mag_5sigma"]) < 0.5
