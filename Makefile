@@ -16,7 +16,7 @@ SERVER := http://localhost:8080
 export DEBIAN_FRONTEND := noninteractive
 
 BASE_PACKAGES := postgresql postgresql-15-pgsphere postgresql-15-q3c python3-venv python3-dev curl
-DACHS_PACKAGES := gavodachs2-server astrometry.net astrometry-data-tycho2-07 astrometry-data-tycho2-08 \
+DACHS_PACKAGES := gavodachs2-server python3-astropy python3-scipy python3-matplotlib astrometry.net astrometry-data-tycho2-07 astrometry-data-tycho2-08 \
 	astrometry-data-tycho2-09 astrometry-data-tycho2-10-19 source-extractor scamp psfex stilts
 
 .PHONY: install test bench deps postgres venv deploy demo serve urls demo-data refcat clean
@@ -62,11 +62,15 @@ deploy: postgres
 	  test -s $$cache || install -o gavo -g gavo -m 644 $(REPO)/inputs/rapas/res/vocabularies/uat.desise $$cache
 	dachs imp //obscore
 	dachs imp //uws enable_useruws
-	@# tables of an older RD are rebuilt from the product files on disk
+	@# tables of an older RD are rebuilt from the product files on disk; the
+	@# members' targets are kept aside and restored (and measured again)
 	@if dachs val -c rapas/q 2>&1 | grep -q "No matches in DB\|mismatching"; then \
 	  echo "rapas/q: the tables differ from the RD; re-creating them from $(RESDIR)/data"; \
+	  mkdir -p $(BUILD); $(DACHS_PY) $(RESDIR)/res/lightcurve.py --export $(BUILD)/targets.jsonl 2>/dev/null || true; \
 	  dachs drop rapas/q; fi
 	dachs imp rapas/q
+	@if [ -s $(BUILD)/targets.jsonl ]; then $(DACHS_PY) $(RESDIR)/res/lightcurve.py --import $(BUILD)/targets.jsonl \
+	  && mv $(BUILD)/targets.jsonl $(BUILD)/targets.restored.jsonl; fi
 	dachs imp -m rapas/q
 	dachs pub rapas/q
 

@@ -53,6 +53,9 @@
       verbLevel="10" description="Observer from the OBSERVER keyword"/>
     <column name="telescope" type="text" ucd="instr.tel" tablehead="Telescope"
       verbLevel="10" description="Telescope from the TELESCOP keyword"/>
+    <column name="instrument_key" type="text" ucd="meta.id;instr" tablehead="Instrument key"
+      verbLevel="10" description="Telescope / camera / band ('unknown' for a missing keyword): frames
+        with the same key share their colour term and depth (rapas.instruments)"/>
     <column name="filter" type="text" ucd="meta.id;instr.filter" tablehead="Filter"
       verbLevel="1" description="RAPAS canonical band (G, BP, RP, Johnson-Cousins, SDSS or CLEAR)"/>
     <column name="calib_level" type="smallint" required="True" ucd="meta.code;obs.calib"
@@ -124,6 +127,53 @@
     </column>
   </table>
 
+  <table id="instruments" onDisk="True" adql="True">
+    <meta name="description">The network's colour-term registry: for each
+      instrument key (telescope / camera / band) of the archived,
+      photometrically calibrated frames, its colour term (weighted mean and
+      scatter), zero point and depth, and over which time.  The frames
+      themselves, in time order, are rapas.images with that
+      instrument_key.</meta>
+    <column original="images.instrument_key" verbLevel="1"/>
+    <column original="images.telescope" verbLevel="1"/>
+    <column name="instrument" type="text" ucd="meta.id;instr" tablehead="Camera" verbLevel="1"
+      description="Camera from the INSTRUME keyword"/>
+    <column original="images.filter" verbLevel="1"/>
+    <column name="n_images" type="integer" ucd="meta.number;obs" tablehead="N images" verbLevel="1" required="True"
+      description="Calibrated frames with this key"/>
+    <column name="first_mjd" type="double precision" unit="d" ucd="time.start" tablehead="First (MJD)"
+      verbLevel="5" description="Start of the first frame"/>
+    <column name="last_mjd" type="double precision" unit="d" ucd="time.end" tablehead="Last (MJD)"
+      verbLevel="5" description="End of the last frame"/>
+    <column name="colour_term" type="double precision" ucd="arith.factor;phot.color" tablehead="Colour term"
+      verbLevel="1" description="Inverse-variance weighted mean colour term (Gaia BP-RP) of the frames"/>
+    <column name="colour_term_err" type="double precision" ucd="stat.error;phot.color" tablehead="Err"
+      verbLevel="5" description="Error of the weighted mean colour term"/>
+    <column name="colour_term_scatter" type="double precision" ucd="stat.stdev;phot.color" tablehead="Scatter"
+      verbLevel="5" description="Standard deviation of the frames' colour terms"/>
+    <column name="zero_point" type="double precision" unit="mag" ucd="phot.mag;arith.zp" tablehead="ZP"
+      verbLevel="5" description="Mean zero point (it depends on exposure conditions: see its scatter)"/>
+    <column name="zero_point_scatter" type="double precision" unit="mag" ucd="stat.stdev;phot.mag;arith.zp"
+      tablehead="ZP scatter" verbLevel="10" description="Standard deviation of the zero points"/>
+    <column name="limiting_mag" type="double precision" unit="mag" ucd="phot.mag;stat.max" tablehead="Lim. mag"
+      verbLevel="5" description="Mean 5-sigma limiting magnitude of the frames"/>
+    <column name="limiting_mag_best" type="double precision" unit="mag" ucd="phot.mag;stat.max"
+      tablehead="Deepest" verbLevel="10" description="Deepest 5-sigma limit reached"/>
+    <column name="fwhm" type="double precision" unit="arcsec" ucd="phys.angSize;instr.det.psf"
+      tablehead="FWHM" verbLevel="10" description="Mean PSF FWHM"/>
+    <viewStatement>
+      CREATE VIEW \qName (\colNames) AS (
+        SELECT instrument_key, MIN(telescope), MIN(instId), MIN(filter), COUNT(*)::integer,
+          MIN(t_min), MAX(t_max),
+          SUM(colour_term / (colour_term_err * colour_term_err)) FILTER (WHERE colour_term_err > 0)
+            / NULLIF(SUM(1 / (colour_term_err * colour_term_err)) FILTER (WHERE colour_term_err > 0), 0),
+          1 / SQRT(NULLIF(SUM(1 / (colour_term_err * colour_term_err)) FILTER (WHERE colour_term_err > 0), 0)),
+          STDDEV(colour_term), AVG(zero_point), STDDEV(zero_point), AVG(limiting_mag), MAX(limiting_mag),
+          AVG(fwhm)
+        FROM \schema.images WHERE calib_level = 2 GROUP BY instrument_key)
+    </viewStatement>
+  </table>
+
   <table id="notable" onDisk="True" adql="True" mixin="//scs#pgs-pos-index">
     <meta name="description">Notable objects in the field of each RAPAS
       image: known variable stars (VSX) and quasars (Milliquas) matched to a
@@ -189,6 +239,146 @@
     </LOOP>
   </table>
 
+
+  <table id="targets" onDisk="True" adql="True" primary="name" mixin="//scs#pgs-pos-index">
+    <meta name="description">Alert targets the RAPAS network follows up
+      (GRB afterglows, supernovae, kilonovae, novae, variables): every
+      archived image covering one is measured there by forced photometry,
+      which makes its light curve (rapas.lightcurves; DataLink from
+      target_did).  Members add, edit and retire targets with the
+      rapas/q/target_edit service; Astro-COLIBRI alerts with a position error of
+      10 arcsec or less found in a frame's field are added
+      automatically.</meta>
+    <meta name="_associatedDatalinkService">
+      <meta name="serviceId">lcdl</meta>
+      <meta name="idColumn">target_did</meta>
+    </meta>
+    <column name="name" type="text" required="True" ucd="meta.id;meta.main" tablehead="Target"
+      verbLevel="1" description="Target name (the alert's, e.g. GRB 261130A, SN 2026abc)"/>
+    <column name="ra" type="double precision" unit="deg" ucd="pos.eq.ra;meta.main" tablehead="RA"
+      verbLevel="1" required="True" description="Right ascension (ICRS) where the target is measured"/>
+    <column name="dec" type="double precision" unit="deg" ucd="pos.eq.dec;meta.main" tablehead="Dec"
+      verbLevel="1" required="True" description="Declination (ICRS) where the target is measured"/>
+    <column name="pos_error" type="real" unit="arcsec" ucd="stat.error;pos" tablehead="Pos. error"
+      verbLevel="5" description="Error radius of the position"/>
+    <column name="kind" type="text" ucd="src.class" tablehead="Kind" verbLevel="1"
+      description="GRB, SN, KN, nova, variable or other"/>
+    <column name="alert_mjd" type="double precision" unit="d" ucd="time.epoch" tablehead="Alert (MJD)"
+      verbLevel="5" description="Time of the alert or event (MJD, UTC); light-curve times t_alert count from it"/>
+    <column name="origin" type="text" ucd="meta.ref" tablehead="Origin" verbLevel="10"
+      description="Where the target comes from: Astro-COLIBRI, TNS, GCN or member"/>
+    <column name="added_by" type="text" ucd="meta.id.PI" tablehead="Added by" verbLevel="10"
+      description="Member who added it, or the enrichment of the frame that found the alert"/>
+    <column name="modified_by" type="text" ucd="meta.id.PI" tablehead="Modified by" verbLevel="20"
+      description="Member who changed it last"/>
+    <column name="created" type="timestamp" ucd="time.creation" tablehead="Created" verbLevel="15"
+      description="When it was added (UTC)"/>
+    <column name="modified" type="timestamp" ucd="time.processing" tablehead="Modified" verbLevel="15"
+      description="When it was changed last (UTC)"/>
+    <column name="retired" type="timestamp" ucd="time.end" tablehead="Retired" verbLevel="10"
+      description="When it was retired (no longer measured on new images; its light curve stays); NULL while active"/>
+    <column name="backfill" type="text" ucd="meta.note" tablehead="Backfill" verbLevel="10"
+      description="Forced photometry on the images archived before the target: pending, measuring (progress),
+        done or failed (why)"/>
+    <column name="target_did" type="text" ucd="meta.ref.ivoid" tablehead="DID" verbLevel="15"
+      description="Identifier of the target's light curve for the DataLink service (rapas/q/lcdl)"/>
+  </table>
+
+  <table id="lightcurves" onDisk="True" adql="True" primary="target,obs_id">
+    <meta name="description">Forced photometry of the alert targets
+      (rapas.targets) on every archived image that covers them, one row per
+      target and image, from every observer: a calibrated flux and its
+      error always (negative where the sky there is fainter than its local
+      median: keep them for stacking), a magnitude where S/N &gt;= 3, and the
+      5-sigma upper limit from the local noise at the target's position.
+      Each row carries its image's calibration provenance.  The target's
+      colour is unknown: it is calibrated at the calibrators' median BP-RP
+      (calibration_colour); mag_calib_err includes the colour term times the
+      calibrators' colour spread.</meta>
+    <foreignKey inTable="images" source="obs_id" dest="obs_id"/>
+    <foreignKey inTable="targets" source="target" dest="name"/>
+    <index columns="target"/>
+    <index columns="obs_id"/>
+    <column name="target" type="text" required="True" ucd="meta.id;src" tablehead="Target" verbLevel="1"
+      description="Target name (rapas.targets.name)"/>
+    <column name="obs_id" type="text" required="True" ucd="meta.id;obs" tablehead="Obs. id" verbLevel="1"
+      description="Image measured (rapas.images.obs_id)"/>
+    <column name="mjd" type="double precision" unit="d" ucd="time.epoch" tablehead="MJD" verbLevel="1"
+      description="Mid-exposure time, MJD (UTC)"/>
+    <column name="t_alert" type="double precision" unit="d" ucd="time.interval" tablehead="t - t_alert"
+      verbLevel="5" description="Days since the target's alert time (NULL without one)"/>
+    <column name="filter" type="text" ucd="meta.id;instr.filter" tablehead="Filter" verbLevel="1"
+      description="The image's band"/>
+    <column name="flux" type="double precision" ucd="phot.flux;em.opt" tablehead="Flux" verbLevel="1"
+      description="Calibrated flux at the fixed position, on a zero point of 25 mag: mag = 25 - 2.5 log10(flux)
+        (PSF fit with the image's own model, else the calibration aperture; total flux); may be negative"/>
+    <column name="flux_err" type="double precision" ucd="stat.error;phot.flux;em.opt" tablehead="Flux err"
+      verbLevel="1" description="Measurement error of flux: local sky noise, the source's photons, the sky
+        level's error and the correction to total flux"/>
+    <column name="snr" type="real" ucd="stat.snr" tablehead="S/N" verbLevel="1" description="flux / flux_err"/>
+    <column name="mag" type="real" unit="mag" ucd="phot.mag;em.opt" tablehead="Mag" verbLevel="1"
+      description="Calibrated magnitude where snr &gt;= 3; NULL below (see mag_limit)"/>
+    <column name="mag_err" type="real" unit="mag" ucd="stat.error;phot.mag;em.opt" tablehead="Mag err"
+      verbLevel="1" description="Measurement error of mag: 1.0857 flux_err / flux"/>
+    <column name="mag_calib_err" type="real" unit="mag" ucd="stat.error.sys;phot.mag;em.opt"
+      tablehead="Calib err" verbLevel="5" description="Calibration error at the position: zero point, the
+        calibrators' scatter and the unknown colour (colour term times the calibrators' BP-RP spread)"/>
+    <column name="mag_limit" type="real" unit="mag" ucd="phot.mag;stat.max" tablehead="5-sigma limit"
+      verbLevel="1" description="5-sigma upper limit at the position, from the local noise (not the image's
+        global limit, image_limit)"/>
+    <column name="method" type="text" ucd="meta.code" tablehead="Method" verbLevel="10"
+      description="Which measurement flux is: PSF (fixed-position fit with the image's ePSF) or aperture (the
+        calibration aperture), the one with the smaller error (the PSF's for faint targets)"/>
+    <column name="flux_ap" type="double precision" ucd="phot.flux;em.opt" tablehead="Flux (ap.)"
+      verbLevel="15" description="Calibrated flux in the calibration aperture, corrected to total (zero point 25)"/>
+    <column name="flux_ap_err" type="double precision" ucd="stat.error;phot.flux;em.opt"
+      tablehead="Flux err (ap.)" verbLevel="15" description="Measurement error of flux_ap (the aperture
+        correction's included)"/>
+    <column name="x_image" type="real" unit="pix" ucd="pos.cartesian.x;instr.det" tablehead="x" verbLevel="20"
+      description="Position on the image (FITS pixels, first is 1)"/>
+    <column name="y_image" type="real" unit="pix" ucd="pos.cartesian.y;instr.det" tablehead="y" verbLevel="20"
+      description="Position on the image (FITS pixels, first is 1)"/>
+    <column name="sky" type="real" unit="adu" ucd="instr.skyLevel" tablehead="Sky" verbLevel="20"
+      description="Local sky level (clipped median in the sky annulus), ADU per pixel"/>
+    <column name="noise" type="real" unit="adu" ucd="stat.stdev;instr.skyLevel" tablehead="Sky noise"
+      verbLevel="20" description="Local sky noise per pixel (clipped standard deviation in the annulus)"/>
+    <column name="observer" type="text" ucd="meta.id.PI" tablehead="Observer" verbLevel="5"
+      description="The image's observer"/>
+    <column name="telescope" type="text" ucd="instr.tel" tablehead="Telescope" verbLevel="5"
+      description="The image's telescope"/>
+    <column name="instrument" type="text" ucd="meta.id;instr" tablehead="Instrument" verbLevel="10"
+      description="The image's camera"/>
+    <column name="exptime" type="real" unit="s" ucd="time.duration;obs.exposure" tablehead="Exp. time"
+      verbLevel="10" description="Exposure time"/>
+    <column name="airmass" type="real" ucd="obs.airMass" tablehead="Airmass" verbLevel="15"
+      description="Airmass at mid-exposure"/>
+    <column name="fwhm" type="real" unit="arcsec" ucd="phys.angSize;instr.det.psf" tablehead="FWHM"
+      verbLevel="10" description="The image's PSF FWHM"/>
+    <column name="image_limit" type="real" unit="mag" ucd="phot.mag;stat.max" tablehead="Image limit"
+      verbLevel="15" description="The image's global 5-sigma limiting magnitude"/>
+    <column name="zero_point" type="double precision" unit="mag" ucd="phot.mag;arith.zp" tablehead="ZP"
+      verbLevel="10" description="The image's zero point at its centre (total flux, colour 0)"/>
+    <column name="zero_point_err" type="real" unit="mag" ucd="stat.error;phot.mag;arith.zp"
+      tablehead="ZP err" verbLevel="15" description="Error of zero_point"/>
+    <column name="colour_term" type="real" ucd="arith.factor;phot.color" tablehead="Colour term"
+      verbLevel="15" description="The image's colour term in Gaia BP-RP"/>
+    <column name="calibration_colour" type="real" unit="mag" ucd="phot.color;em.opt.B;em.opt.R"
+      tablehead="Cal. BP-RP" verbLevel="15" description="BP-RP the target is calibrated at (the calibrators'
+        median: its own colour is unknown)"/>
+    <column name="calibration_intrinsic_rms" type="real" unit="mag" ucd="stat.stdev;phot.mag"
+      tablehead="Cal. scatter" verbLevel="20" description="The calibrators' star-to-star scatter beyond their errors"/>
+    <column name="calibration_band" type="text" ucd="meta.ref;instr.filter" tablehead="Cal. band"
+      verbLevel="20" description="Gaia DR3 band of the zero point"/>
+    <column name="refcat" type="text" ucd="meta.ref" tablehead="Ref. cat." verbLevel="20"
+      description="Reference catalogue of the calibration"/>
+    <column name="pipeline_version" type="text" ucd="meta.version;meta.software" tablehead="Pipeline"
+      verbLevel="20" description="RAPAS pipeline version that reduced the image"/>
+    <column name="measured_at" type="timestamp" ucd="time.processing" tablehead="Measured" verbLevel="25"
+      description="When the forced photometry ran (UTC)"/>
+    <column name="note" type="text" ucd="meta.note" tablehead="Note" verbLevel="10"
+      description="Why there is no measurement (masked position, uncalibrated image), NULL otherwise"/>
+  </table>
+
   <!-- Frames come in one at a time through res/ingest.py (one transaction
     for an image and its sources).  A plain "dachs imp rapas/q" only catches
     up on product directories that are not in the tables yet. -->
@@ -249,6 +439,8 @@
               value = s.get(key)
               result[dest] = None if isinstance(value, float) and value != value else value
             result["calib_level"] = s.get("calib_level", 2)
+            result["instrument_key"] = " / ".join(
+              (s.get(k) or "unknown").strip() or "unknown" for k in ("telescope", "instrument", "filter"))
             result["warnings"] = "\n".join(s.get("warnings") or []) or None
             result["enrichment_missing"] = ",".join(s.get("enrichment_missing") or []) or None
             result["n_notable"] = len(s.get("notable_objects") or [])
@@ -338,6 +530,25 @@
         <map key="source_id" nullExcs="KeyError">@source_id</map>
         <map key="separation" nullExcs="KeyError">@separation_arcsec</map>
       </rowmaker>
+    </make>
+  </data>
+
+
+  <!-- the follow-up tables exist from "dachs imp rapas/q" on; their rows
+    come from the ingestion and the target service (res/lightcurve.py) -->
+  <data id="create_followup" updating="True">
+    <make table="targets"/>
+    <make table="lightcurves"/>
+  </data>
+
+  <data id="create_views">
+    <make table="instruments"/>
+  </data>
+
+  <data id="import_forced" updating="True" auto="False">
+    <dictlistGrammar/>
+    <make table="lightcurves">
+      <rowmaker idmaps="*"/>
     </make>
   </data>
 
@@ -540,6 +751,174 @@
         </code>
       </coreProc>
     </pythonCore>
+  </service>
+
+
+  <service id="target_edit" allowed="form,api" limitTo="rapas">
+    <meta name="title">RAPAS alert targets (members)</meta>
+    <meta name="description">Add, edit or retire a target the network
+      follows up.  A new target (or a moved one) is measured by forced
+      photometry on every archived image that covers it, in the background
+      (progress in rapas.targets.backfill), and on every image archived
+      from then on.  Members of the RAPAS network only; scripts use the
+      api renderer (HTTP basic authentication, POST or GET with the same
+      parameters; the answer is a VOTable).</meta>
+    <pythonCore>
+      <inputTable>
+        <inputKey name="action" type="text" multiplicity="single" tablehead="Action"
+          description="add a new target, edit an existing one (fields left empty are kept), or retire it
+            (no longer measured on new images; its light curve stays)">
+          <values default="add"><option>add</option><option>edit</option><option>retire</option></values>
+        </inputKey>
+        <inputKey name="name" type="text" tablehead="Name"
+          description="Target name, e.g. GRB 261130A or SN 2026abc"/>
+        <inputKey name="ra" type="double precision" unit="deg" ucd="pos.eq.ra" tablehead="RA"
+          description="Right ascension (ICRS, degrees)"/>
+        <inputKey name="dec" type="double precision" unit="deg" ucd="pos.eq.dec" tablehead="Dec"
+          description="Declination (ICRS, degrees)"/>
+        <inputKey name="pos_error" type="real" unit="arcsec" tablehead="Position error"
+          description="Error radius of the position (arcsec)"/>
+        <inputKey name="kind" type="text" multiplicity="single" tablehead="Kind" description="What it is">
+          <values><option>GRB</option><option>SN</option><option>KN</option><option>nova</option>
+            <option>variable</option><option>other</option></values>
+        </inputKey>
+        <inputKey name="alert_time" type="text" tablehead="Alert time"
+          description="Time of the alert or event: ISO 8601 UTC (2026-11-30T04:12:00) or MJD"/>
+        <inputKey name="origin" type="text" multiplicity="single" tablehead="Origin"
+          description="Where the alert comes from">
+          <values default="member"><option>member</option><option>Astro-COLIBRI</option><option>TNS</option>
+            <option>GCN</option></values>
+        </inputKey>
+      </inputTable>
+      <outputTable>
+        <column original="targets.name"/>
+        <column original="targets.ra"/>
+        <column original="targets.dec"/>
+        <column original="targets.pos_error"/>
+        <column original="targets.kind"/>
+        <column original="targets.alert_mjd"/>
+        <column original="targets.origin"/>
+        <column original="targets.added_by"/>
+        <column original="targets.retired"/>
+        <column original="targets.backfill"/>
+        <column original="targets.target_did"/>
+        <column name="message" type="text" ucd="meta.note" tablehead="Done" description="What was done"/>
+      </outputTable>
+      <coreProc>
+        <setup>
+          <code>
+            lightcurve, _ = utils.loadPythonModule(base.getConfig("inputsDir") + "/rapas/res/lightcurve")
+          </code>
+        </setup>
+        <code>
+          return lightcurve.serve_request(self.outputTable, inputTable, queryMeta)
+        </code>
+      </coreProc>
+    </pythonCore>
+  </service>
+
+  <table id="lc_instance" onDisk="False">
+    <meta name="description">RAPAS light curve of one target: forced
+      photometry on every archived image covering it, from every observer;
+      phot is the calibrated magnitude (NULL where the target was not
+      detected at S/N 3: mag_limit is the 5-sigma upper limit there).</meta>
+    <param name="target_name" type="text" ucd="meta.id;src" description="The target"/>
+    <param name="ra" type="double precision" unit="deg" ucd="pos.eq.ra" description="Target right ascension (ICRS)"/>
+    <param name="dec" type="double precision" unit="deg" ucd="pos.eq.dec" description="Target declination (ICRS)"/>
+    <param name="filter_id" type="text" ucd="meta.id;instr.filter" description="The band(s) of the points"/>
+    <param name="effective_wavelength" type="double precision" unit="m" ucd="em.wl.effective"
+      description="Mean effective wavelength of the points' bands"/>
+    <mixin effectiveWavelength="@effective_wavelength" filterIdentifier="@filter_id" magnitudeSystem="Vega"
+      phot_description="Calibrated magnitude (Gaia DR3 system of the band); NULL for a non-detection"
+      phot_ucd="phot.mag;em.opt" phot_unit="mag" refposition="TOPOCENTER" refframe="ICRS" longitude="@ra"
+      latitude="@dec" time0="2400000.5" timescale="UTC"
+      time_description="Mid-exposure time, MJD (UTC)">//timeseries#phot-0</mixin>
+    <column original="lightcurves.mag_err"/>
+    <column original="lightcurves.mag_limit"/>
+    <column original="lightcurves.flux"/>
+    <column original="lightcurves.flux_err"/>
+    <column original="lightcurves.snr"/>
+    <column original="lightcurves.filter"/>
+    <column original="lightcurves.observer"/>
+    <column original="lightcurves.telescope"/>
+    <column original="lightcurves.t_alert"/>
+    <column original="lightcurves.mag_calib_err"/>
+    <column original="lightcurves.method"/>
+    <column original="lightcurves.obs_id"/>
+  </table>
+
+  <STREAM id="target_descriptor">
+    <descriptorGenerator>
+      <setup>
+        <code>
+          lightcurve, _ = utils.loadPythonModule(base.getConfig("inputsDir") + "/rapas/res/lightcurve")
+        </code>
+      </setup>
+      <code>
+        return lightcurve.descriptor_for(pubDID, ProductDescriptor, DatalinkFault)
+      </code>
+    </descriptorGenerator>
+  </STREAM>
+
+  <service id="lcdl" allowed="dlget,dlmeta">
+    <meta name="title">RAPAS light curves (DataLink)</meta>
+    <meta name="description">The light curve of a RAPAS alert target
+      (rapas.targets.target_did) as a VOTable time series, its plot, its
+      rows with their calibration provenance (TAP) and the images that
+      cover it (SIAP2).</meta>
+    <datalinkCore>
+      <FEED source="target_descriptor"/>
+      <metaMaker>
+        <setup>
+          <code>
+            lightcurve, _ = utils.loadPythonModule(base.getConfig("inputsDir") + "/rapas/res/lightcurve")
+          </code>
+        </setup>
+        <code>
+          yield from lightcurve.links_for(descriptor, makeAbsoluteURL)
+        </code>
+      </metaMaker>
+      <dataFunction>
+        <setup>
+          <code>
+            lightcurve, _ = utils.loadPythonModule(base.getConfig("inputsDir") + "/rapas/res/lightcurve")
+          </code>
+        </setup>
+        <code>
+          descriptor.data = lightcurve.time_series(descriptor, rd.getById("lc_instance"))
+        </code>
+      </dataFunction>
+      <dataFormatter>
+        <setup imports="gavo.formats.votablewrite"/>
+        <code>
+          return ("application/x-votable+xml", votablewrite.getAsVOTable(descriptor.data))
+        </code>
+      </dataFormatter>
+    </datalinkCore>
+  </service>
+
+  <service id="lcplot" allowed="dlget">
+    <meta name="title">RAPAS light-curve plots</meta>
+    <meta name="description">PNG of a RAPAS target's light curve: magnitude
+      against time by band and observer, 5-sigma upper limits as arrows.</meta>
+    <datalinkCore>
+      <FEED source="target_descriptor"/>
+      <dataFunction>
+        <setup>
+          <code>
+            lightcurve, _ = utils.loadPythonModule(base.getConfig("inputsDir") + "/rapas/res/lightcurve")
+          </code>
+        </setup>
+        <code>
+          descriptor.data = lightcurve.plot_png(descriptor.target)
+        </code>
+      </dataFunction>
+      <dataFormatter>
+        <code>
+          return ("image/png", descriptor.data)
+        </code>
+      </dataFormatter>
+    </datalinkCore>
   </service>
 
   <regSuite title="RAPAS regression">

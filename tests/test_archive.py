@@ -206,6 +206,36 @@ def test_reingesting_the_same_file_replaces_rows(dachs, archived):
     assert counts == [[1, result.summary["n_sources"]]]
 
 
+def test_alerts_in_a_field_become_targets_once_and_are_measured(dachs, archived, tmp_path):
+    """Astro-COLIBRI alerts with a position error of 10 arcsec or less found
+    by a frame's enrichment become targets (once, by name and position) and
+    are measured on the frame; a vaguer alert is not followed."""
+    _, result, ingested = archived
+    product = tmp_path / "alerts"
+    shutil.copytree(result.out_dir, product)
+    summary = json.loads((product / "summary.json").read_text())
+    ra, dec = summary["ra_center"], summary["dec_center"]
+    summary["notable_objects"] = list(summary["notable_objects"] or []) + [
+        dict(catalogue="colibri", name="GRB 260314A", kind="transient", object_type="GRB", ra=ra + 0.01, dec=dec,
+             error_arcsec=3.0, event_time="2026-03-14T20:00:00"),
+        dict(catalogue="colibri", name="S260314x", kind="transient", object_type="GW", ra=ra, dec=dec + 0.01,
+             error_arcsec=600.0, event_time="2026-03-14T19:00:00")]
+    (product / "summary.json").write_text(json.dumps(summary))
+    try:
+        first = json.loads(dachs.ingest(product).stdout)
+        second = json.loads(dachs.ingest(product).stdout)
+        assert first["new_targets"] == ["GRB 260314A"] and second["new_targets"] == []
+        targets = dachs.sql("SELECT name, kind, origin, added_by, alert_mjd, backfill FROM rapas.targets")
+        assert [t[:4] for t in targets] == [["GRB 260314A", "GRB", "Astro-COLIBRI",
+                                             f"enrichment of {ingested['obs_id']}"]]
+        assert abs(targets[0][4] - 61113.8333) < 1e-3 and targets[0][5].startswith("done")
+        rows = dachs.sql("SELECT obs_id, method, flux IS NOT NULL, mag_limit > 18 FROM rapas.lightcurves"
+                         " WHERE target='GRB 260314A'")
+        assert rows == [[ingested["obs_id"], "PSF", True, True]]
+    finally:
+        dachs.ingest(result.out_dir)                 # the frame's own summary back
+
+
 @pytest.fixture(scope="module")
 def reference_tables(dachs, archived, tmp_path_factory):
     """The local reference catalogues loaded too ("make refcat"), from the

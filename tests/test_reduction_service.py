@@ -17,56 +17,11 @@ import pyvo
 from astropy.io import fits
 from astropy.stats import mad_std
 
-from dachs_instance import DachsInstance
-from processing.refcat import propagate
+from conftest import MAX_UPLOAD, SKY, VARIABLES
 from processing.simulate import simulate_frame
 from uws_client import UWSClient
 
 pytestmark = pytest.mark.archive
-
-MAX_UPLOAD = 12_000_000
-SKY = dict(shape=(768, 768), n_stars=500, seed=21, ra=210.0, dec=-12.0, pixscale=1.2,
-           header_wcs="perturbed", wcs_offset_arcsec=3.0, wcs_rotation_deg=0.1)
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    work = tmp_path_factory.mktemp("service")
-    sky = simulate_frame(**SKY, noise_seed=0)
-    sky.catalogue.write(work / "refcat.fits")
-    instance = DachsInstance(work / "root", max_jobs=2, max_upload=MAX_UPLOAD,
-                             server_env={"RAPAS_REFCAT": str(work / "refcat.fits"),
-                                         "RAPAS_CONFIG": str(work / "site.toml")})
-    # the site configuration the jobs' pipeline reads: VSX from the archive's
-    # own TAP, the other services off (they are tested in test_enrichment)
-    (work / "site.toml").write_text(
-        "".join(f"[enrichment.{name}]\nenabled = false\n" for name in ("simbad", "milliquas", "skybot", "colibri"))
-        + f'[enrichment.vsx]\nurl = "{instance.url}/tap"\ntable = "localcat.vsx"\ntimeout = 20\n')
-    try:
-        instance.start()
-        instance.load_crossid_catalogues({"vsx": _variables(sky)}, "service")
-        instance.add_user("alice", "s3cret", "rapas")
-        instance.add_user("mallory", "hunter2")          # a DaCHS user outside the network
-        instance.work, instance.sky = work, sky
-        instance.jobs_url = instance.url + "/rapas/q/reduce/uws.xml"
-        yield instance
-    finally:
-        instance.stop()
-
-
-VARIABLES = ("V0001 Sim", "V0002 Sim", "V0003 Sim")
-
-
-def _variables(sky):
-    """A VSX-like table naming three bright isolated stars of the sky (J2000 positions)."""
-    from astropy.table import Table
-    t = sky.truth
-    order = np.argsort(t["ref_mag"])
-    pick = [k for k in order if 14 < t["ref_mag"][k] < 16 and not t["saturated"][k]
-            and np.sort(np.hypot(t["x"] - t["x"][k], t["y"] - t["y"][k]))[1] > 10][:len(VARIABLES)]
-    ra, dec = propagate(t["ra"][pick], t["dec"][pick], t["pmra"][pick], t["pmdec"][pick], 2000.0 - 2016.0)
-    return Table({"Name": list(VARIABLES), "RAJ2000": ra, "DEJ2000": dec, "Type": ["EA"] * len(pick),
-                  "Period": [1.1, 2.2, 3.3][:len(pick)]})
 
 
 def exposure(service, noise_seed, **header):

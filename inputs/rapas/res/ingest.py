@@ -11,8 +11,10 @@ sources.fits, summary.json, plots, log).  It is copied to
 ``<resdir>/data/<obs_id>/``; then, in one database transaction, the rows of
 an earlier ingestion of the same submitted file (same SHA-256) are deleted
 and the image, its product entry, its sources and the notable objects in
-its field are inserted.  If anything fails, the transaction is rolled back
-and the earlier files are put back, so the archive is exactly as before.
+its field are inserted, and every alert target in its footprint is
+measured on it (forced photometry, ``lightcurve.measure_image``).  If
+anything fails, the transaction is rolled back and the earlier files are
+put back, so the archive is exactly as before.
 
 ``--remove`` withdraws images: their rows go in one transaction, then their
 product directory.
@@ -29,6 +31,8 @@ from gavo import api
 contract, _ = api.loadPythonModule("contract", relativeTo=__file__)
 #: lost connections and waiting for the database
 database, _ = api.loadPythonModule("database", relativeTo=__file__)
+#: alert targets: forced photometry on the new image
+lightcurve, _ = api.loadPythonModule("lightcurve", relativeTo=__file__)
 
 REQUIRED = ("calibrated.fits", "sources.fits", contract.SUMMARY_NAME)
 RD_ID = "rapas/q"
@@ -88,6 +92,7 @@ def _product_place(obs_id):
 
 
 def _delete_rows(conn, obs_id, accref):
+    conn.execute("DELETE FROM rapas.lightcurves WHERE obs_id=%(obs_id)s", {"obs_id": obs_id})
     conn.execute("DELETE FROM rapas.notable WHERE obs_id=%(obs_id)s", {"obs_id": obs_id})
     conn.execute("DELETE FROM rapas.sources WHERE obs_id=%(obs_id)s", {"obs_id": obs_id})
     conn.execute("DELETE FROM rapas.images WHERE obs_id=%(obs_id)s", {"obs_id": obs_id})
@@ -115,6 +120,7 @@ def ingest(product_dir):
                          connection=conn, parseOptions=options, runCommit=False)
             api.makeData(rd.getById("import_notable"), forceSource=str(target / contract.SUMMARY_NAME),
                          connection=conn, parseOptions=options, runCommit=False)
+            lightcurve.measure_image(conn, summary, target)
             n_rows = list(conn.query("SELECT count(*) FROM rapas.sources WHERE obs_id=%(o)s",
                                      {"o": obs_id}))[0][0]
             if n_rows != summary.n_sources:
@@ -133,7 +139,19 @@ def ingest(product_dir):
                               f" {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
     shutil.rmtree(backup, ignore_errors=True)
     return {"obs_id": obs_id, "pubDID": pub_did, "n_sources": summary.n_sources,
-            "calib_level": summary.calib_level, "calibration_error": summary.calibration_error}
+            "calib_level": summary.calib_level, "calibration_error": summary.calibration_error,
+            "new_targets": _follow_alerts(summary)}
+
+
+def _follow_alerts(summary):
+    """Alerts in the new image's field become targets (after the commit:
+    the image is archived whatever happens here); their names."""
+    from gavo import base
+    try:
+        return lightcurve.add_alert_targets(summary)
+    except Exception as exc:
+        base.ui.notifyWarning(f"{summary.obs_id}: alerts in the field not added as targets: {exc}")
+        return []
 
 
 def _stored_pub_did(summary):
