@@ -85,12 +85,17 @@ demo: venv serve
 	$(VENV)/bin/rapas-reduce $(REPO)/inputs/rapas/demo/demo.fits --out $(BUILD)/demo \
 	  --refcat $(REPO)/inputs/rapas/demo/demo_refcat.fits --no-enrich --quiet
 	runuser -u gavo -- $(DACHS_PY) $(REPO)/inputs/rapas/res/ingest.py $(BUILD)/demo
+	@# a demo alert target at the frame's centre: its light curve has one point
+	@runuser -u gavo -- $(DACHS_PY) $(REPO)/inputs/rapas/res/lightcurve.py --add "DEMO 2026a" 150.1 2.2 SN \
+	  || echo "(the demo target is in the archive already)"
 
 urls:
 	@echo
 	@echo "RAPAS Archive is up:"
 	@echo "  SIAP2          $(SERVER)/rapas/q/siap2/siap2.xml"
-	@echo "  TAP (ObsCore)  $(SERVER)/tap          tables ivoa.obscore, rapas.images, rapas.sources, rapas.notable"
+	@echo "  TAP (ObsCore)  $(SERVER)/tap          tables ivoa.obscore, rapas.images, rapas.sources, rapas.notable,"
+	@echo "                                               rapas.targets, rapas.lightcurves, rapas.instruments"
+	@echo "  targets form   $(SERVER)/rapas/q/target_edit/form   (members)"
 	@echo "  cone search    $(SERVER)/rapas/q/cone/scs.xml"
 	@echo "  image form     $(SERVER)/rapas/q/browse/form"
 	@echo "  SIAP2 form     $(SERVER)/rapas/q/siap2/form"

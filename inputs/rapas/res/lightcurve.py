@@ -574,10 +574,18 @@ def import_targets(path):
 
 
 def main(argv=None):
-    """python3 lightcurve.py --export FILE | --import FILE | --backfill NAME [NAME ...]"""
+    """python3 lightcurve.py --add NAME RA DEC [KIND] | --export FILE | --import FILE | --backfill NAME ..."""
     import sys
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 2 and argv[0] == "--export":
+    if len(argv) in (4, 5) and argv[0] == "--add":
+        try:
+            add_target(argv[1], float(argv[2]), float(argv[3]), kind=argv[4] if len(argv) == 5 else None,
+                       user="the archive's administrator")
+        except TargetError as exc:
+            print(f"lightcurve: {exc}", file=sys.stderr)
+            return 1
+        print(f"{argv[1]}: {backfill(argv[1])} light-curve rows from the archived images")
+    elif len(argv) == 2 and argv[0] == "--export":
         print(f"{export_targets(argv[1])} targets written to {argv[1]}")
     elif len(argv) == 2 and argv[0] == "--import":
         print(f"targets restored and measured: {', '.join(import_targets(argv[1])) or 'none'}")
