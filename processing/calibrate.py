@@ -61,11 +61,14 @@ class Calibration:
     used: np.ndarray
     spatial_order: int
     shape: tuple
-    fit: object = field(repr=False)  # fitting.LinearFit; the colour term is its last coefficient
+    fit: object = field(repr=False)  # fitting.LinearFit; the colour term is its last coefficient ...
+    #: ... unless it was fixed to the instrument's registered value (``registered_colour_term``)
+    colour_fixed: bool = False
+    colour_term_source: str = "fit"
 
     def _surface(self, x, y):
         terms = surface_terms(np.atleast_1d(x), np.atleast_1d(y), self.shape, self.spatial_order)
-        return np.column_stack([terms, np.zeros(len(terms))]) if self.has_colour else terms
+        return np.column_stack([terms, np.zeros(len(terms))]) if self.has_colour and not self.colour_fixed else terms
 
     def zero_at(self, x, y):
         """ZP(x, y), the zero point at colour 0."""
@@ -99,7 +102,10 @@ class Calibration:
             return np.hypot(self.fit.error(surface), self.intrinsic_rms)
         known = np.where(np.isfinite(colour), colour, self.median_colour)
         unknown_colour = np.where(np.isfinite(colour), 0.0, self.colour_term * self.colour_spread)
-        model = self.fit.error(np.column_stack([surface, known]))
+        if self.colour_fixed:        # the zero point took the colour term at the calibrators' colours
+            model = np.hypot(self.fit.error(surface), self.colour_term_err * (known - self.median_colour))
+        else:
+            model = self.fit.error(np.column_stack([surface, known]))
         return np.sqrt(model ** 2 + self.intrinsic_rms ** 2 + unknown_colour ** 2)
 
 
@@ -114,9 +120,20 @@ def reference_band(ref, band, warn):
     return wanted
 
 
-def calibrate(phot, ref, match, band, config, shape, log, warn):
+#: a frame's own colour term is poorly constrained with a larger error than
+#: this, or calibrators spanning less BP-RP (robust standard deviation) ...
+MAX_OWN_COLOUR_TERM_ERR, MIN_CALIBRATOR_COLOUR_SPREAD = 0.03, 0.2
+#: ... and its instrument's registered value is used when that comes from
+#: this many frames or more and is better known
+MIN_REGISTERED_FRAMES = 3
+
+
+def calibrate(phot, ref, match, band, config, shape, log, warn, registered=None):
     """Fit the zero point and colour term on the matched, usable reference
     stars; raises ``CalibrationError`` with the reason when it cannot.
+    ``registered``: the instrument's colour term in the archive's registry
+    ({colour_term, colour_term_err, n_images}) or None; a frame whose own
+    colour term is poorly constrained is fitted with that one fixed.
 
     Calibrators are the unflagged pairs above ``min_calib_snr``; where fewer
     than ``MIN_CLEAN_CALIBRATORS`` are, deblended stars and stars with a
@@ -139,25 +156,50 @@ def calibrate(phot, ref, match, band, config, shape, log, warn):
     if has_colour:
         design = np.column_stack([design, pair_colour])
     fit = robust_fit(design, zero, phot.e_inst[src], candidates, REJECTION_SIGMA, config.max_intrinsic_rms)
+    colour_term = float(fit.coeffs[-1]) if has_colour else 0.0
+    colour_term_err = float(np.sqrt(fit.covariance[-1, -1])) if has_colour else np.nan
+    fixed = has_colour and _use_registered(registered, colour_term_err, pair_colour[fit.keep])
+    source = "fit"
+    if fixed:
+        own, own_err = colour_term, colour_term_err
+        colour_term, colour_term_err = float(registered["colour_term"]), float(registered["colour_term_err"])
+        source = f"instrument registry ({int(registered['n_images'])} frames)"
+        design = surface_terms(phot.x[src], phot.y[src], shape, order)
+        fit = robust_fit(design, zero - colour_term * pair_colour, phot.e_inst[src], candidates, REJECTION_SIGMA,
+                         config.max_intrinsic_rms)
+        warn(f"the frame's own colour term is poorly constrained ({own:+.3f} +/- {own_err:.3f}, calibrators"
+             f" spanning {mad_std(pair_colour[candidates]):.2f} mag in BP-RP): its instrument's registered"
+             f" {colour_term:+.4f} +/- {colour_term_err:.4f} (from {int(registered['n_images'])} frames) is used")
     n_used = int(fit.keep.sum())
     if n_used < MIN_CALIBRATORS:
         raise CalibrationError(f"the zero-point fit kept {n_used} of {n_candidates} calibrators after"
                                f" rejecting outliers ({MIN_CALIBRATORS} needed)")
+    zero_model = fit.predict(design) + (colour_term * pair_colour if fixed else 0.0)
     cal = Calibration(
-        zero_point=np.nan, zero_point_err=np.nan,
-        colour_term=float(fit.coeffs[-1]) if has_colour else 0.0,
-        colour_term_err=float(np.sqrt(fit.covariance[-1, -1])) if has_colour else np.nan,
-        n_calibrators=n_used, rms=float(mad_std((zero - fit.predict(design))[fit.keep])),
+        zero_point=np.nan, zero_point_err=np.nan, colour_term=colour_term, colour_term_err=colour_term_err,
+        n_calibrators=n_used, rms=float(mad_std((zero - zero_model)[fit.keep])),
         reference_band=ref_band, median_colour=float(np.median(pair_colour[fit.keep])),
         intrinsic_rms=fit.intrinsic, has_colour=has_colour, source_index=src, catalogue_mag=cat_mag[cat],
-        colour=pair_colour, zero=zero, zero_err=phot.e_inst[src], zero_model=fit.predict(design),
-        used=fit.keep, spatial_order=order, shape=tuple(shape), fit=fit)
+        colour=pair_colour, zero=zero, zero_err=phot.e_inst[src], zero_model=zero_model,
+        used=fit.keep, spatial_order=order, shape=tuple(shape), fit=fit, colour_fixed=fixed,
+        colour_term_source=source)
     centre = (0.5 * (shape[1] - 1), 0.5 * (shape[0] - 1))
     cal.zero_point, cal.zero_point_err = float(cal.zero_at(*centre)[0]), float(cal.zero_err_at(*centre)[0])
     log(f"zero point {cal.zero_point:.4f} +/- {cal.zero_point_err:.4f} mag, colour term {cal.colour_term:.4f}"
         f" +/- {cal.colour_term_err:.4f}, {n_used} of {n_candidates} calibrators, rms {cal.rms:.3f} mag,"
         f" intrinsic scatter {cal.intrinsic_rms:.3f} mag, spatial order {order}")
     return cal
+
+
+def _use_registered(registered, own_err, colours):
+    """Whether to fix the colour term to the instrument's registered one: the
+    frame's own is poorly constrained (error or the calibrators' colour
+    spread) and the registry's comes from enough frames and is better known."""
+    if not registered or registered.get("colour_term") is None or registered.get("colour_term_err") is None:
+        return False
+    poorly = not own_err <= MAX_OWN_COLOUR_TERM_ERR or mad_std(colours) < MIN_CALIBRATOR_COLOUR_SPREAD
+    return bool(poorly and registered.get("n_images", 0) >= MIN_REGISTERED_FRAMES
+                and registered["colour_term_err"] < own_err)
 
 
 def _reference_magnitudes(ref, band, config, warn):

@@ -45,6 +45,8 @@ def _parser():
                    " default $RAPAS_CONFIG when set")
     p.add_argument("--no-enrich", action="store_true", help="skip catalogue enrichment (SIMBAD, VSX, ...)")
     p.add_argument("--observatory-code", help="MPC observatory code (topocentric SkyBoT positions)")
+    p.add_argument("--instrument-registry", help="JSON colour-term registry {instrument key: {colour_term,"
+                   " colour_term_err, n_images}}: used when the frame's own colour term is poorly constrained")
     p.add_argument("--quiet", action="store_true", help="do not echo the log to stderr")
     return p
 
@@ -79,6 +81,12 @@ def config_from_args(args):
         options["refcat"] = parse_refcat(args.refcat)
     if args.no_enrich:
         options["enrichment"] = {}
+    if args.instrument_registry:
+        try:
+            with open(args.instrument_registry) as f:
+                options["colour_term_registry"] = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read the instrument registry {args.instrument_registry}: {exc}") from exc
     if (args.ra is None) != (args.dec is None):
         raise ValueError("give both --ra and --dec (the pointing hint), or neither")
     if args.ra is not None and not (0 <= args.ra < 360 and -90 <= args.dec <= 90):

@@ -126,6 +126,9 @@ class Config:
     #: MPC observatory code (SkyBoT computes topocentric positions for it);
     #: without one, SkyBoT's geocentric positions are corrected with the site
     observatory_code: str | None = None
+    #: the archive's colour-term registry: instrument key -> {colour_term,
+    #: colour_term_err, n_images} (``rapas-reduce --instrument-registry``)
+    colour_term_registry: dict = field(default_factory=dict)
     #: on-disk cache of reference-catalogue fields (TAP answers); None = no cache
     cache_dir: str | None = field(default_factory=lambda: default_cache_dir())
 

@@ -28,6 +28,12 @@ def obs_id_for(checksum_sha256):
     return "rapas-" + checksum_sha256[:16]
 
 
+def instrument_key(telescope, instrument, band):
+    """'telescope / camera / band' ('unknown' for a missing one): the frames
+    that share a colour term (the archive's rapas.instruments)."""
+    return " / ".join((value or "").strip() or "unknown" for value in (telescope, instrument, band))
+
+
 # ---- source flags -------------------------------------------------------------
 FLAG_SATURATED = 1       # a pixel in the aperture is at or above SATURATE
 FLAG_MASKED = 2          # a pixel in the aperture is masked (NaN, border, cosmic ray)
@@ -258,6 +264,8 @@ class Summary:
     enriched_at: str | None = None        # ISO UTC, when enrichment was run again
     #: the BP-RP sources without a colour (and forced photometry) are calibrated at: the calibrators' median
     calibration_colour: float | None = None
+    #: 'fit', or 'instrument registry (N frames)' when the frame's own was poorly constrained
+    colour_term_source: str | None = None
     # the run
     products: list = field(default_factory=product_manifest)
     processing_time_s: float | None = None

@@ -12,7 +12,7 @@ from astropy.table import Table
 from astropy.time import Time
 
 from . import __version__, aperture, astrometry, calibrate, crossmatch, detect, enrich, fitting, hints, psf, refcat
-from .contract import FLAG_PSF_FAILED, FLAG_SHARP, FLAG_TRAIL, Summary, obs_id_for, product_manifest
+from .contract import FLAG_PSF_FAILED, FLAG_SHARP, FLAG_TRAIL, Summary, instrument_key, obs_id_for, product_manifest
 from .errors import AstrometryError, CalibrationError, CatalogueError
 from .fitsio import load_frame
 from .header import fill_airmass, normalise_header
@@ -453,8 +453,10 @@ def calibration(r):
     r.gaia = calibrate.GaiaMatch(*crossmatch.nearest_match(r.ra, r.dec, r.reference["ra"], r.reference["dec"],
                                                            radius), radius)
     try:
+        registered = r.config.colour_term_registry.get(
+            instrument_key(r.info.telescope, r.info.instrument, r.info.band.name))
         r.calibration = calibrate.calibrate(r.photometry, r.reference, r.gaia, r.info.band, r.config,
-                                            r.data_sub.shape, r.log, r.warn)
+                                            r.data_sub.shape, r.log, r.warn, registered)
     except CalibrationError as exc:
         if not r.astrometry.verified:           # neither the photometry nor the WCS checked out
             raise CalibrationError(f"{exc}; the {r.astrometry.source} WCS could not be checked against"
@@ -627,4 +629,5 @@ def _calibration_entries(cal, phot, error):
         colour_term=cal.colour_term, colour_term_err=cal.colour_term_err if cal.has_colour else np.nan,
         colour_index="BP-RP" if cal.has_colour else None, n_calibrators=cal.n_calibrators,
         calibration_rms=cal.rms, calibration_intrinsic_rms=cal.intrinsic_rms,
-        calibration_colour=cal.median_colour if cal.has_colour else None)
+        calibration_colour=cal.median_colour if cal.has_colour else None,
+        colour_term_source=cal.colour_term_source if cal.has_colour else None)

@@ -91,6 +91,10 @@
       tablehead="Colour term" verbLevel="10" description="Colour term in Gaia BP-RP"/>
     <column name="colour_term_err" type="real" ucd="stat.error;phot.color"
       tablehead="Colour term err" verbLevel="15" description="Error of colour_term"/>
+    <column name="colour_term_source" type="text" ucd="meta.code" tablehead="Colour term from"
+      verbLevel="15" description="fit (the frame's own), or its instrument's registered value (rapas.instruments)
+        when the frame's own was poorly constrained (error above 0.03 or calibrators spanning less than 0.2 mag
+        in BP-RP)"/>
     <column name="n_calibrators" type="integer" ucd="meta.number;phot.calib"
       tablehead="N cal" verbLevel="15" description="Gaia stars used in the zero-point fit">
       <values nullLiteral="-1"/>
@@ -140,7 +144,7 @@
       description="Camera from the INSTRUME keyword"/>
     <column original="images.filter" verbLevel="1"/>
     <column name="n_images" type="integer" ucd="meta.number;obs" tablehead="N images" verbLevel="1" required="True"
-      description="Calibrated frames with this key"/>
+      description="Calibrated frames with this key that fitted their own colour term"/>
     <column name="first_mjd" type="double precision" unit="d" ucd="time.start" tablehead="First (MJD)"
       verbLevel="5" description="Start of the first frame"/>
     <column name="last_mjd" type="double precision" unit="d" ucd="time.end" tablehead="Last (MJD)"
@@ -170,7 +174,8 @@
           1 / SQRT(NULLIF(SUM(1 / (colour_term_err * colour_term_err)) FILTER (WHERE colour_term_err > 0), 0)),
           STDDEV(colour_term), AVG(zero_point), STDDEV(zero_point), AVG(limiting_mag), MAX(limiting_mag),
           AVG(fwhm)
-        FROM \schema.images WHERE calib_level = 2 GROUP BY instrument_key)
+        FROM \schema.images WHERE calib_level = 2 AND COALESCE(colour_term_source, 'fit') = 'fit'
+        GROUP BY instrument_key)
     </viewStatement>
   </table>
 
@@ -439,8 +444,10 @@
               value = s.get(key)
               result[dest] = None if isinstance(value, float) and value != value else value
             result["calib_level"] = s.get("calib_level", 2)
-            result["instrument_key"] = " / ".join(
-              (s.get(k) or "unknown").strip() or "unknown" for k in ("telescope", "instrument", "filter"))
+            contract, _ = utils.loadPythonModule(base.getConfig("inputsDir") + "/rapas/res/contract")
+            result["instrument_key"] = contract.instrument_key(s.get("telescope"), s.get("instrument"),
+              s.get("filter"))
+            result["colour_term_source"] = s.get("colour_term_source")
             result["warnings"] = "\n".join(s.get("warnings") or []) or None
             result["enrichment_missing"] = ",".join(s.get("enrichment_missing") or []) or None
             result["n_notable"] = len(s.get("notable_objects") or [])

@@ -262,3 +262,31 @@ def test_forced_photometry_on_empty_sky_scatters_by_its_errors(truth_run):
     assert 0.35 < np.mean(m["flux"] < 0) < 0.65
     assert np.isnan(m["mag"][z < 3]).all()
     assert abs(np.median(m["mag_limit"]) - result.summary["limiting_mag_5sigma"]) < 0.5
+
+
+def test_a_poorly_constrained_colour_term_takes_the_instruments_registered_one(tmp_path):
+    """Calibrators spanning 0.09 mag in BP-RP leave the frame's own colour
+    term unknown (+/- 0.1): with the archive's registry entry for its
+    instrument key, the zero point is fitted with the registered term
+    fixed, and says so."""
+    from processing.config import Config
+    from processing.contract import instrument_key
+    from processing.pipeline import reduce
+    from processing.simulate import simulate_frame
+    sim = simulate_frame(shape=(256, 256), n_stars=60, seed=9, colour_term=0.12, mag_range=(13, 21),
+                         colour_range=(1.0, 1.3))
+    image = sim.write(tmp_path / "narrow.fits")
+    sim.catalogue.write(tmp_path / "ref.fits")
+    key = instrument_key(sim.header["TELESCOP"], sim.header["INSTRUME"], "G")
+    registry = {key: dict(colour_term=0.118, colour_term_err=0.004, n_images=12),
+                "another / camera / G": dict(colour_term=-0.3, colour_term_err=0.001, n_images=50)}
+    own, fixed = (reduce(image, tmp_path / name, Config(enrichment={}, colour_term_registry=reg,
+                                                          refcat={"kind": "file", "path": str(tmp_path / "ref.fits")}))
+                  .summary for name, reg in (("own", {}), ("fixed", registry)))
+    assert own["colour_term_source"] == "fit" and own["colour_term_err"] > 0.03
+    assert fixed["colour_term_source"] == "instrument registry (12 frames)"
+    assert (fixed["colour_term"], fixed["colour_term_err"]) == (0.118, 0.004)
+    assert any("registered +0.1180" in w for w in fixed["warnings"])
+    truth = sim.params["zero_point"]
+    assert fixed["zero_point_err"] < own["zero_point_err"] / 2
+    assert abs(fixed["zero_point"] - truth) < 3 * fixed["zero_point_err"]

@@ -117,6 +117,23 @@ def _run_pipeline(job, image, options):
         raise
 
 
+def _instrument_registry(wd):
+    """The archive's colour-term registry (rapas.instruments) for the
+    pipeline, as ``--instrument-registry FILE`` in the job directory; none
+    when the archive cannot say (the frame then keeps its own colour term)."""
+    from gavo import base
+    try:
+        with base.getTableConn() as conn:
+            rows = list(conn.query("SELECT instrument_key, colour_term, colour_term_err, n_images"
+                                   " FROM rapas.instruments WHERE colour_term IS NOT NULL"))
+    except Exception as exc:
+        base.ui.notifyWarning(f"no instrument registry for the job: {exc}")
+        return []
+    path = wd / "instruments.json"
+    path.write_text(json.dumps({key: dict(colour_term=c, colour_term_err=e, n_images=n) for key, c, e, n in rows}))
+    return ["--instrument-registry", str(path)]
+
+
 def _pipeline_error(wd, status):
     """The one line to show for a failed pipeline run."""
     error = wd / "error.json"
@@ -173,7 +190,7 @@ def _reduce_and_archive(job, inputTable):
                               " (DALI upload: UPLOAD=image,param:<part name>)")
     (wd / contract.LOG_NAME).touch()
     job.list_result(contract.LOG_NAME, "text/plain")
-    status = _run_pipeline(job, upload, pipeline_arguments(inputTable))
+    status = _run_pipeline(job, upload, pipeline_arguments(inputTable) + _instrument_registry(wd))
     if status != 0:
         raise ReductionFailed(_pipeline_error(wd, status))
     summary = json.loads((wd / contract.SUMMARY_NAME).read_text())
