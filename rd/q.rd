@@ -285,6 +285,8 @@
     <column name="backfill" type="text" ucd="meta.note" tablehead="Backfill" verbLevel="10"
       description="Forced photometry on the images archived before the target: pending, measuring (progress),
         done or failed (why)"/>
+    <column name="backfill_at" type="timestamp" ucd="time.processing" tablehead="Backfill at" verbLevel="20"
+      description="When the backfill last reported its progress (UTC)"/>
     <column name="target_did" type="text" ucd="meta.ref.ivoid" tablehead="DID" verbLevel="15"
       description="Identifier of the target's light curve for the DataLink service (rapas/q/lcdl)"/>
   </table>

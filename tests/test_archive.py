@@ -14,6 +14,8 @@ from astropy.table import Table
 from astropy.time import Time
 from astropy.wcs import WCS
 
+from dachs_instance import DACHS_PYTHON, REPO
+
 pytestmark = pytest.mark.archive
 
 OBSCORE_MANDATORY = [
@@ -232,6 +234,16 @@ def test_alerts_in_a_field_become_targets_once_and_are_measured(dachs, archived,
         rows = dachs.sql("SELECT obs_id, method, flux IS NOT NULL, mag_limit > 18 FROM rapas.lightcurves"
                          " WHERE target='GRB 260314A'")
         assert rows == [[ingested["obs_id"], "PSF", True, True]]
+        # a backfill that died with its server (no progress for an hour, its rows missing) is run again
+        dachs.python("from gavo import base\nwith base.getWritableAdminConn() as c:\n"
+                     "    c.execute(\"DELETE FROM rapas.lightcurves WHERE target='GRB 260314A'\")\n"
+                     "    c.execute(\"UPDATE rapas.targets SET backfill='measuring: 0 of 1 archived images',"
+                     " backfill_at=backfill_at - INTERVAL '1 hour' WHERE name='GRB 260314A'\")")
+        resumed = subprocess.run([DACHS_PYTHON, str(REPO / "inputs/rapas/res/lightcurve.py"), "--resume"],
+                                 env=dachs.env, capture_output=True, text=True, check=True)
+        assert "GRB 260314A" in resumed.stdout
+        assert dachs.sql("SELECT count(*) FROM rapas.lightcurves WHERE target='GRB 260314A'") == [[1]]
+        assert dachs.sql("SELECT backfill FROM rapas.targets WHERE name='GRB 260314A'")[0][0].startswith("done")
     finally:
         dachs.ingest(result.out_dir)                 # the frame's own summary back
 

@@ -145,9 +145,11 @@ def ingest(product_dir):
 
 def _follow_alerts(summary):
     """Alerts in the new image's field become targets (after the commit:
-    the image is archived whatever happens here); their names."""
+    the image is archived whatever happens here), and backfills that died
+    are run again; the new targets' names."""
     from gavo import base
     try:
+        lightcurve.resume_stalled_backfills()
         return lightcurve.add_alert_targets(summary)
     except Exception as exc:
         base.ui.notifyWarning(f"{summary.obs_id}: alerts in the field not added as targets: {exc}")

@@ -6,7 +6,9 @@
   service (``rapas/q/target_edit``), each one transaction;
 - ``backfill``: a target added (or moved) later is measured on every
   archived image that covers it and has no row for it yet, in batches, its
-  progress in ``rapas.targets.backfill``;
+  progress in ``rapas.targets.backfill``; one that died with its process
+  (a server restart) is run again by the next ingestion
+  (``resume_stalled_backfills``);
 - ``add_alert_targets``: Astro-COLIBRI alerts with a position error of at
   most ``ALERT_MAX_ERROR_ARCSEC`` found by a frame's enrichment become
   targets (once: deduplicated by name and position).
@@ -214,8 +216,8 @@ def add_target(name, ra, dec, pos_error=None, kind=None, alert_mjd=None, origin=
         now = _now()
         conn.execute(
             "INSERT INTO rapas.targets (name, ra, dec, pos_error, kind, alert_mjd, origin, added_by, created,"
-            " modified, target_did, backfill) VALUES (%(name)s, %(ra)s, %(dec)s, %(pos_error)s, %(kind)s,"
-            " %(alert_mjd)s, %(origin)s, %(user)s, %(now)s, %(now)s, %(did)s, 'pending')",
+            " modified, target_did, backfill, backfill_at) VALUES (%(name)s, %(ra)s, %(dec)s, %(pos_error)s,"
+            " %(kind)s, %(alert_mjd)s, %(origin)s, %(user)s, %(now)s, %(now)s, %(did)s, 'pending', %(now)s)",
             dict(name=name, ra=ra, dec=dec, pos_error=pos_error, kind=kind or "other", alert_mjd=alert_mjd,
                  origin=origin or "member", user=user, now=now, did=target_did(name)))
         return _existing(conn, name)
@@ -244,7 +246,8 @@ def edit_target(name, user, **changes):
         conn.execute(
             "UPDATE rapas.targets SET ra=%(ra)s, dec=%(dec)s, pos_error=%(pos_error)s, kind=%(kind)s,"
             " alert_mjd=%(alert_mjd)s, modified=%(now)s, modified_by=%(user)s, retired=NULL,"
-            " backfill=CASE WHEN %(moved)s THEN 'pending' ELSE backfill END WHERE name=%(name)s",
+            " backfill=CASE WHEN %(moved)s THEN 'pending' ELSE backfill END,"
+            " backfill_at=CASE WHEN %(moved)s THEN %(now)s ELSE backfill_at END WHERE name=%(name)s",
             dict(new, name=name, now=_now(), user=user, moved=moved))
         if changes.get("alert_mjd") is not None:
             conn.execute("UPDATE rapas.lightcurves AS l SET t_alert=l.mjd - %(a)s WHERE target=%(n)s",
@@ -321,7 +324,28 @@ def _measure_batch(name, target, images):
 def _set_progress(name, text):
     from gavo import base
     with base.getWritableAdminConn() as conn:
-        conn.execute("UPDATE rapas.targets SET backfill=%(t)s WHERE name=%(n)s", {"t": text, "n": name})
+        conn.execute("UPDATE rapas.targets SET backfill=%(t)s, backfill_at=%(now)s WHERE name=%(n)s",
+                     {"t": text, "now": _now(), "n": name})
+
+
+#: a backfill whose progress has not moved for this long died with its
+#: process (a live one reports every BACKFILL_BATCH images, about a second)
+STALLED_AFTER_S = 600
+
+
+def resume_stalled_backfills():
+    """Run again the backfills that died (a server restart): pending or
+    measuring, their progress unchanged for ``STALLED_AFTER_S``; each
+    measures only the images still missing.  Returns their names."""
+    from gavo import base
+    with base.getTableConn() as conn:
+        names = [row[0] for row in conn.query(
+            "SELECT name FROM rapas.targets WHERE retired IS NULL AND backfill NOT LIKE 'done%%'"
+            " AND backfill NOT LIKE 'failed%%' AND COALESCE(backfill_at, created)"
+            " < %(now)s - %(stall)s * INTERVAL '1 second'", {"now": _now(), "stall": STALLED_AFTER_S})]
+    for name in names:
+        backfill(name)
+    return names
 
 
 def backfill_in_background(name):
@@ -574,7 +598,8 @@ def import_targets(path):
 
 
 def main(argv=None):
-    """python3 lightcurve.py --add NAME RA DEC [KIND] | --export FILE | --import FILE | --backfill NAME ..."""
+    """python3 lightcurve.py --add NAME RA DEC [KIND] | --export FILE | --import FILE | --backfill NAME ...
+    | --resume (the backfills that died)"""
     import sys
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) in (4, 5) and argv[0] == "--add":
@@ -592,6 +617,8 @@ def main(argv=None):
     elif len(argv) >= 2 and argv[0] == "--backfill":
         for name in argv[1:]:
             print(f"{name}: {backfill(name)} light-curve rows added")
+    elif argv == ["--resume"]:
+        print(f"backfills run again: {', '.join(resume_stalled_backfills()) or 'none'}")
     else:
         print(main.__doc__, file=sys.stderr)
         return 2
