@@ -118,20 +118,18 @@ class PSFModel:
 ISOLATION_FWHM, BRIGHTER_ISOLATION_FWHM = 4.0, 8.0
 
 
-#: with ENOUGH_STRONG_PSF_STARS stars of this detection S/N (their matched
-#: filter's peak) or more, the ePSF is built from those alone: EPSFBuilder
-#: scales every star to unit flux, so a faint one adds as much noise as a
-#: bright one, and on sparse 400- to 560-pixel frames stars down to S/N 10
-#: made its lobes hold 0.3 to 50 times its flux (from 15 to 25 stars of S/N
-#: 50 up: 0.03).  With fewer, all candidates (the ePSF's checks judge it)
-MIN_PSF_STAR_SNR, ENOUGH_STRONG_PSF_STARS = 50.0, 15
+#: an ePSF that diverged is built again from the PSF stars of this
+#: detection S/N (their matched filter's peak) or more: EPSFBuilder scales
+#: every star to unit flux and re-centres it, and on a sparse 560-pixel
+#: frame the faint ones made its lobes hold 1 to 50 times its flux (from
+#: the 22 stars of S/N 50 up: 0.1)
+MIN_PSF_STAR_SNR = 50.0
 
 
-def select_psf_stars(x, y, flux, peak, snr, point_like, fwhm, saturate, shape, max_stars=100):
+def select_psf_stars(x, y, flux, peak, point_like, fwhm, saturate, shape, max_stars=100):
     """Indices of the brightest (up to ``max_stars``) unsaturated point-like
     stars with no neighbour within ``ISOLATION_FWHM`` and no brighter one
-    within ``BRIGHTER_ISOLATION_FWHM``; only those of detection S/N
-    ``MIN_PSF_STAR_SNR`` or more when there are enough of them."""
+    within ``BRIGHTER_ISOLATION_FWHM``."""
     from .detect import has_brighter_neighbour, isolated
     h, w = shape
     half = 4 * fwhm
@@ -139,8 +137,7 @@ def select_psf_stars(x, y, flux, peak, snr, point_like, fwhm, saturate, shape, m
     flux = np.asarray(flux)
     ok = (inside & point_like & (peak < 0.5 * saturate) & isolated(x, y, ISOLATION_FWHM * fwhm)
           & ~has_brighter_neighbour(x, y, flux, BRIGHTER_ISOLATION_FWHM * fwhm))
-    strong = ok & (np.asarray(snr) >= MIN_PSF_STAR_SNR)
-    idx = np.flatnonzero(strong if strong.sum() >= ENOUGH_STRONG_PSF_STARS else ok)
+    idx = np.flatnonzero(ok)
     return idx[np.argsort(-flux[idx])][:max_stars]
 
 

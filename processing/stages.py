@@ -104,20 +104,25 @@ def psf_model(r):
     windowed centroids sized by it."""
     det, objs = r.detections, r.detections.objs
     x, y = np.asarray(objs["x"]), np.asarray(objs["y"])
-    stars = psf.select_psf_stars(x, y, objs["flux"], det.peak, det.snr, det.point_like, r.fwhm0, r.info.saturate,
+    stars = psf.select_psf_stars(x, y, objs["flux"], det.peak, det.point_like, r.fwhm0, r.info.saturate,
                                  r.data_sub.shape)
     if len(stars) < psf.MIN_PSF_STARS:
         r.warn(f"only {len(stars)} isolated unsaturated stars: no PSF model, FWHM from moments")
         r.psf = psf.PSFModel(None, r.fwhm0, stars)
     else:
         exclude = r.masks.bad | r.masks.saturated | detect.footprints(r.data_sub.shape, objs, FOOTPRINT_SCALE)
-        r.psf = _psf_from(r, r.data_sub, stars, x[stars], y[stars], exclude)
+        strong = stars[det.snr[stars] >= psf.MIN_PSF_STAR_SNR]
+        r.psf = _psf_from(r, r.data_sub, stars, x, y, exclude, strong)
     r.x, r.y = detect.windowed_positions(r.data_sub, x, y, r.psf.fwhm, r.masks.bad)
 
 
-def _psf_from(r, image, stars, x, y, exclude):
-    """The ``PSFModel`` built on ``image`` from the stars ``stars`` at (x, y),
-    each with its local sky removed."""
+def _psf_from(r, image, stars, x_all, y_all, exclude, strong=None):
+    """The ``PSFModel`` built on ``image`` from the detections ``stars``
+    (positions ``x_all``, ``y_all`` of every detection), each with its local
+    sky removed; an ePSF that EPSFBuilder let diverge is built again from
+    the ``strong`` ones alone (``psf.MIN_PSF_STAR_SNR``) when there are
+    enough, else refused."""
+    x, y = x_all[stars], y_all[stars]
     annulus = np.array(r.config.sky_annulus_fwhm) * r.fwhm0
     sky, _ = aperture.local_sky(image, x, y, *annulus, exclude)
     epsf = psf.build_epsf(image, x, y, r.fwhm0, np.nan_to_num(sky.level), r.detections.objs)
@@ -136,21 +141,24 @@ def _psf_from(r, image, stars, x, y, exclude):
                " local sky did not remove; no PSF model (aperture photometry, Moffat corrections)")
         return psf.PSFModel(None, fwhm, stars, beta)
     negative = psf.negative_fraction(epsf)
-    if negative > MAX_NEGATIVE_FRACTION:
-        r.warn(f"the ePSF from {len(stars)} stars is dominated by noise (its negative samples hold"
-               f" {negative:.0%} of its flux): no PSF model (aperture photometry, Moffat corrections, FWHM"
-               " from moments)")
-        return psf.PSFModel(None, r.fwhm0, stars)
-    return model
+    if negative <= MAX_NEGATIVE_FRACTION:
+        return model
+    if strong is not None and psf.MIN_PSF_STARS <= len(strong) < len(stars):
+        r.log(f"the ePSF from {len(stars)} stars diverged (its negative samples hold {negative:.0%} of its flux):"
+              f" built again from the {len(strong)} of S/N {psf.MIN_PSF_STAR_SNR:.0f} or more")
+        return _psf_from(r, image, strong, x_all, y_all, exclude)
+    r.warn(f"the ePSF from {len(stars)} stars diverged (its negative samples hold {negative:.0%} of its flux):"
+           " no PSF model (aperture photometry, Moffat corrections, FWHM from moments)")
+    return psf.PSFModel(None, r.fwhm0, stars)
 
 
 #: an ePSF may put this much more light (mag) beyond the growth aperture
 #: than its Moffat fit; more is light of the PSF stars' surroundings
 MAX_WING_EXCESS = 0.05
 #: an ePSF's negative samples may hold this fraction of its flux (sound
-#: ones: 0.03; from too few or too faint stars, EPSFBuilder's iterations
-#: diverge into lobes holding 0.5 to 50 times the flux)
-MAX_NEGATIVE_FRACTION = 0.2
+#: ones: 0.005 to 0.2; noisy ones, from tens of stars of S/N 10 to 50 on a
+#: sparse frame, 0.25 to 0.5; EPSFBuilder's diverged ones: 1 to 50)
+MAX_NEGATIVE_FRACTION = 0.5
 
 
 def initial_wcs(r):
