@@ -126,6 +126,9 @@ class Config:
     #: MPC observatory code (SkyBoT computes topocentric positions for it);
     #: without one, SkyBoT's geocentric positions are corrected with the site
     observatory_code: str | None = None
+    #: the archive's forced photometry of alert targets: a magnitude at this
+    #: S/N or more, an upper limit below (read by the archive, not the pipeline)
+    forced_detection_snr: float = 3.0
     #: the archive's colour-term registry: instrument key -> {colour_term,
     #: colour_term_err, n_images} (``rapas-reduce --instrument-registry``)
     colour_term_registry: dict = field(default_factory=dict)

@@ -244,6 +244,14 @@ def test_alerts_in_a_field_become_targets_once_and_are_measured(dachs, archived,
         assert "GRB 260314A" in resumed.stdout
         assert dachs.sql("SELECT count(*) FROM rapas.lightcurves WHERE target='GRB 260314A'") == [[1]]
         assert dachs.sql("SELECT backfill FROM rapas.targets WHERE name='GRB 260314A'")[0][0].startswith("done")
+        # the S/N from which a forced measurement is a magnitude comes from the site configuration
+        (tmp_path / "site.toml").write_text("forced_detection_snr = 1e6\n")
+        strict = subprocess.run([DACHS_PYTHON, "-c", "import sys\nfrom gavo import api\n"
+                                 "lc, _ = api.loadPythonModule(sys.argv[1])\nprint(lc.detection_snr())",
+                                 str(REPO / "inputs/rapas/res/lightcurve")],
+                                env=dict(dachs.env, RAPAS_CONFIG=str(tmp_path / "site.toml")),
+                                capture_output=True, text=True, check=True)
+        assert float(strict.stdout) == 1e6
     finally:
         dachs.ingest(result.out_dir)                 # the frame's own summary back
 

@@ -242,6 +242,10 @@ def test_forced_photometry_at_isolated_stars_matches_the_truth(truth_run):
     assert len(pick) > 150 and np.isfinite(m["mag"]).all()
     assert abs(np.median(m["mag"] - expected)) < 0.01
     assert 0.75 < mad_std(z) < 1.3
+    # a higher detection S/N makes upper limits of the same fluxes
+    from processing import forced
+    strict = forced.measure(result.out_dir, t["ra_obs"][pick], t["dec_obs"][pick], detection_snr=1e6)
+    assert np.isnan(strict["mag"]).all() and np.array_equal(strict["flux"], m["flux"])
 
 
 def test_forced_photometry_on_empty_sky_scatters_by_its_errors(truth_run):

@@ -91,7 +91,7 @@ def _rows(summary, product_dir, targets):
         return [dict(common, target=n, t_alert=_since(summary, a), measured_at=_now(),
                      note="archived before forced photometry: no photometric model")
                 for n, a in zip(names, alert)]
-    m = forced.measure(product_dir, ra, dec)
+    m = forced.measure(product_dir, ra, dec, detection_snr())
     rows = []
     for k, name in enumerate(names):
         if not m["on_frame"][k]:
@@ -105,6 +105,20 @@ def _rows(summary, product_dir, targets):
         row["note"] = _note(summary, row)
         rows.append(row)
     return rows
+
+
+def detection_snr():
+    """The S/N from which a forced measurement gets a magnitude:
+    ``forced_detection_snr`` in the site configuration (RAPAS_CONFIG, else
+    the resource directory's rapas.toml), else ``forced.DETECTION_SNR``."""
+    import tomllib
+    from gavo import base
+    path = os.environ.get("RAPAS_CONFIG") or os.path.join(base.getConfig("inputsDir"), "rapas", "rapas.toml")
+    try:
+        with open(path, "rb") as f:
+            return float(tomllib.load(f).get("forced_detection_snr", forced.DETECTION_SNR))
+    except FileNotFoundError:
+        return forced.DETECTION_SNR
 
 
 def _note(summary, row):
