@@ -86,7 +86,7 @@ demo: venv serve
 	  --refcat $(REPO)/inputs/rapas/demo/demo_refcat.fits --no-enrich --quiet
 	runuser -u gavo -- $(DACHS_PY) $(REPO)/inputs/rapas/res/ingest.py $(BUILD)/demo
 	@# a demo alert target at the frame's centre: its light curve has one point
-	@runuser -u gavo -- $(DACHS_PY) $(REPO)/inputs/rapas/res/lightcurve.py --add "DEMO 2026a" 150.1 2.2 SN \
+	@runuser -u gavo -- $(DACHS_PY) $(REPO)/inputs/rapas/res/lightcurve.py --add "DEMO 2026a" 150.1 2.2 SN 2>/dev/null \
 	  || echo "(the demo target is in the archive already)"
 
 urls:
