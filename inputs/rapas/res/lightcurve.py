@@ -209,7 +209,7 @@ def _existing(conn, name):
     return rows[0] if rows else None
 
 
-def add_target(name, ra, dec, pos_error=None, kind=None, alert_mjd=None, origin=None, user=None, conn=None):
+def add_target(name, ra, dec, pos_error=None, kind=None, alert_mjd=None, origin=None, user=None):
     """Insert a target (one transaction, the lock held exclusively); raises
     ``TargetError`` with the reason when it cannot.  Returns its row."""
     from gavo import base
