@@ -164,7 +164,7 @@ def calibrate(phot, ref, match, band, config, shape, log, warn, registered=None)
         own, own_err = colour_term, colour_term_err
         colour_term, colour_term_err = float(registered["colour_term"]), float(registered["colour_term_err"])
         source = f"instrument registry ({int(registered['n_images'])} frames)"
-        design = surface_terms(phot.x[src], phot.y[src], shape, order)
+        design = design[:, :-1]                       # the surface terms, without the colour
         fit = robust_fit(design, zero - colour_term * pair_colour, phot.e_inst[src], candidates, REJECTION_SIGMA,
                          config.max_intrinsic_rms)
         warn(f"the frame's own colour term is poorly constrained ({own:+.3f} +/- {own_err:.3f}, calibrators"

@@ -207,7 +207,7 @@ def measure_at(image, x, y, model, stretch):
     if in_annulus.sum() < 10:
         return Local(*(np.nan,) * 8)
     _, sky, noise = sigma_clipped_stats(image[in_annulus], sigma=3.0, maxiters=5)
-    n_sky = max(int(in_annulus.sum()), 1)
+    n_sky = int(in_annulus.sum())
     data = image - sky
     psf_flux, psf_err, psf_err_empty = _psf_flux(data, finite, x, y, model, stretch, noise, n_sky)
     ap_flux, ap_err, ap_err_empty = _aperture_flux(data, x, y, model.aperture_radius, model.gain, noise, n_sky)
@@ -230,7 +230,7 @@ def _psf_flux(data, finite, x, y, model, stretch, noise, n_sky):
     p2 = (p * p).sum()
     flux = (p * d).sum() / p2
     sky_term = (p.sum() / p2) ** 2 * noise ** 2 / n_sky
-    empty = (p * p).sum() * noise ** 2 / p2 ** 2 + sky_term
+    empty = noise ** 2 / p2 + sky_term
     own = (p * p * np.clip(flux * p, 0, None)).sum() / model.gain / p2 ** 2
     return flux, np.sqrt(empty + own), np.sqrt(empty)
 

@@ -333,16 +333,21 @@ def _stars_of(catalogue, wcs, shape, obs_epoch):
     """The catalogue's stars on a frame of ``shape`` through ``wcs`` at
     ``obs_epoch``: (stars dict x, y, g, colour; source_id, pmra, pmdec,
     catalogue ra, dec; ra, dec at the epoch)."""
-    h, w = shape
     pmra, pmdec = np.asarray(catalogue["pmra"], float), np.asarray(catalogue["pmdec"], float)
     ra_obs, dec_obs = propagate(np.asarray(catalogue["ra"], float), np.asarray(catalogue["dec"], float),
                                 pmra, pmdec, obs_epoch - 2016.0)
     x, y = wcs.all_world2pix(ra_obs, dec_obs, 0)
-    on = (x > 3) & (x < w - 4) & (y > 3) & (y < h - 4)
+    on = _on_frame(x, y, shape)
     colour = np.asarray(catalogue["phot_bp_mean_mag"] - catalogue["phot_rp_mean_mag"], float)
     stars = dict(x=x[on], y=y[on], g=np.asarray(catalogue["phot_g_mean_mag"], float)[on], colour=colour[on])
     return (stars, np.asarray(catalogue["source_id"])[on], pmra[on], pmdec[on],
             np.asarray(catalogue["ra"], float)[on], np.asarray(catalogue["dec"], float)[on], ra_obs[on], dec_obs[on])
+
+
+def _on_frame(x, y, shape, border=3):
+    """Positions at least ``border`` pixels inside a frame of ``shape``."""
+    h, w = shape
+    return (x > border) & (x < w - 1 - border) & (y > border) & (y < h - 1 - border)
 
 
 def _add_real_stars(stars, source_id, wcs, shape, rng, colour_range):
@@ -352,7 +357,7 @@ def _add_real_stars(stars, source_id, wcs, shape, rng, colour_range):
     radius = 0.75 * np.hypot(h, w) * np.abs(wcs.pixel_scale_matrix).max()
     real = read_gaia_package(ra0, dec0, radius, 10.5)
     x, y = wcs.all_world2pix(real["ra"], real["dec"], 0)
-    inside = (x > 3) & (x < w - 4) & (y > 3) & (y < h - 4)
+    inside = _on_frame(x, y, shape)
     n = int(inside.sum())
     merged = dict(x=np.concatenate([stars["x"], x[inside]]),
                   y=np.concatenate([stars["y"], y[inside]]),

