@@ -13,15 +13,17 @@ GAVO_ROOT := /var/gavo
 RESDIR := $(GAVO_ROOT)/inputs/rapas
 BUILD := $(REPO)/build
 SERVER := http://localhost:8080
+# who runs this archive (publisher, contact, authority, server URL): see the file
+ARCHIVE_SITE ?= $(REPO)/inputs/rapas/etc/archive.toml
 export DEBIAN_FRONTEND := noninteractive
 
 BASE_PACKAGES := postgresql postgresql-15-pgsphere postgresql-15-q3c python3-venv python3-dev curl
 DACHS_PACKAGES := gavodachs2-server python3-astropy python3-scipy python3-matplotlib astrometry.net astrometry-data-tycho2-07 astrometry-data-tycho2-08 \
 	astrometry-data-tycho2-09 astrometry-data-tycho2-10-19 source-extractor scamp psfex stilts
 
-.PHONY: install test bench deps postgres venv deploy demo serve urls demo-data refcat clean
+.PHONY: install test bench deps postgres venv site deploy demo serve publish urls demo-data refcat clean
 
-install: deps postgres venv deploy serve demo urls
+install: deps postgres venv deploy serve demo publish urls
 
 # PostgreSQL must be running when gavodachs2-server's postinst creates the
 # gavo database, so it is installed and started first.
@@ -51,8 +53,16 @@ $(VENV)/.installed: pyproject.toml | deps
 
 # The RD and its helper code stay in this checkout (symlinked); product
 # files go to $(RESDIR)/data, owned by the gavo user the server runs as.
-deploy: postgres
-	test -e /etc/gavo.rc || sed "s/@NPROC@/$$(nproc)/" $(REPO)/inputs/rapas/etc/gavo.rc > /etc/gavo.rc
+# DaCHS's site configuration from the site file: /etc/gavo.rc, in
+# $(GAVO_ROOT)/etc the site metadata (defaultmeta.txt) and the site's
+# registry records and TAP examples (userconfig.rd), and the TAP examples
+# page template with DALI's vocabulary ($(GAVO_ROOT)/web/templates)
+site: deps
+	$(DACHS_PY) $(REPO)/inputs/rapas/res/archivesite.py $(ARCHIVE_SITE) --config-dir $(GAVO_ROOT)/etc --gavo-rc /etc/gavo.rc \
+	  --gavo-rc-template $(REPO)/inputs/rapas/etc/gavo.rc --nproc $$(nproc) --web-templates $(GAVO_ROOT)/web/templates
+	ln -sfn $(REPO)/inputs/rapas/etc/userconfig.rd $(GAVO_ROOT)/etc/userconfig.rd
+
+deploy: postgres site
 	install -d -o gavo -g gavo $(RESDIR)/data
 	ln -sfn $(REPO)/rd/q.rd $(RESDIR)/q.rd
 	ln -sfn $(REPO)/rd/refcat.rd $(RESDIR)/refcat.rd
@@ -72,7 +82,8 @@ deploy: postgres
 	@if [ -s $(BUILD)/targets.jsonl ]; then $(DACHS_PY) $(RESDIR)/res/lightcurve.py --import $(BUILD)/targets.jsonl \
 	  && mv $(BUILD)/targets.jsonl $(BUILD)/targets.restored.jsonl; fi
 	dachs imp -m rapas/q
-	dachs pub rapas/q
+	@# the ObsCore view is rebuilt from what rapas/q contributes now
+	dachs imp //obscore
 
 serve: deploy
 	@if curl -sf -o /dev/null $(SERVER)/; then dachs serve restart; else dachs serve start; fi
@@ -89,6 +100,16 @@ demo: venv serve
 	@runuser -u gavo -- $(DACHS_PY) $(REPO)/inputs/rapas/res/lightcurve.py --add "DEMO 2026a" 150.1 2.2 SN 2>/dev/null \
 	  || echo "(the demo target is in the archive already)"
 
+# The Registry records (/oai.xml): the authority, the organisation and the
+# publishing registry, the TAP service with ObsCore, SIAP2, the cone search
+# and DataLink, with the holdings' sky (MOC), time and spectral coverage.
+# Run it again after ingesting frames to bring the coverage up to date.
+publish:
+	dachs limits -t rapas/q
+	dachs pub //services //tap //obscore rapas/q
+	@# the running server reads the new coverage once its caches are cleared
+	@dachs serve reload 2>/dev/null || echo "(DaCHS is not running: it serves the records when it starts)"
+
 urls:
 	@echo
 	@echo "RAPAS Archive is up:"
@@ -96,7 +117,10 @@ urls:
 	@echo "  TAP (ObsCore)  $(SERVER)/tap          tables ivoa.obscore, rapas.images, rapas.sources, rapas.notable,"
 	@echo "                                               rapas.targets, rapas.lightcurves, rapas.instruments"
 	@echo "  targets form   $(SERVER)/rapas/q/target_edit/form   (members)"
+	@echo "  TAP examples   $(SERVER)/tap/examples"
 	@echo "  cone search    $(SERVER)/rapas/q/cone/scs.xml"
+	@echo "  reduction UWS  $(SERVER)/rapas/q/reduce/async   (members)"
+	@echo "  Registry       $(SERVER)/oai.xml   (OAI-PMH; refresh the records: make publish)"
 	@echo "  image form     $(SERVER)/rapas/q/browse/form"
 	@echo "  SIAP2 form     $(SERVER)/rapas/q/siap2/form"
 	@echo "  demo image     $$(curl -s '$(SERVER)/tap/sync?LANG=ADQL&REQUEST=doQuery&RESPONSEFORMAT=csv&QUERY=SELECT+obs_id+FROM+rapas.images' | tail -n +2 | head -1)"

@@ -35,18 +35,21 @@
       fov="fov"
       facilityName="telescope"
       instrumentName="instId"
+      obsId="obs_id"
+      oUCD="'phot.count;em.opt'"
       >//obscore#publishSIAP</mixin>
     <meta name="_associatedDatalinkService">
       <meta name="serviceId">dl</meta>
-      <meta name="idColumn">pubDID</meta>
+      <meta name="idColumn">publisher_did</meta>
     </meta>
 
     <column name="obs_id" type="text" required="True" ucd="meta.id;meta.main"
       tablehead="Obs. id" verbLevel="1"
       description="RAPAS identifier of the frame: 'rapas-' and the first 16
         hex digits of the SHA-256 of the submitted file"/>
-    <column name="pubDID" type="text" ucd="meta.ref.ivoid" tablehead="Pub. DID"
-      verbLevel="15" description="IVOA publisher dataset identifier of the calibrated image"/>
+    <column name="publisher_did" type="text" ucd="meta.ref.ivoid" tablehead="Pub. DID"
+      verbLevel="15" description="IVOA publisher dataset identifier of the calibrated image (ivoa.obscore.obs_publisher_did;
+        DataLink takes it as ID)"/>
     <column name="object_name" type="text" ucd="meta.id;src" tablehead="Object"
       verbLevel="5" description="Target name from the OBJECT header keyword"/>
     <column name="observer" type="text" ucd="meta.id.PI" tablehead="Observer"
@@ -430,7 +433,7 @@
           <code>
             s = vars["summary"]
             result["obs_id"] = os.path.basename(os.path.dirname(\fullPath))
-            result["pubDID"] = getStandardPubDID(vars["prodtblAccref"])
+            result["publisher_did"] = getStandardPubDID(vars["prodtblAccref"])
             for dest, key in [("object_name", "object"), ("observer", "observer"),
                 ("telescope", "telescope"), ("filter", "filter"),
                 ("calibration_band", "calibration_band"), ("t_min", "mjd_start"),
@@ -561,8 +564,14 @@
     </make>
   </data>
 
+  <!-- sky (MOC), time and spectral coverage of the holdings for the
+    Registry records: "dachs limits rapas/q" computes them ("make publish");
+    the times from ObsCore, whose t_min/t_max DaCHS knows to be MJD -->
   <coverage>
-    <updater sourceTable="images"/>
+    <updater sourceTable="images" timeTable="//obscore#ObsCore"/>
+    <spatial/>
+    <temporal/>
+    <spectral/>
   </coverage>
 
   <service id="siap2" allowed="siap2.xml,form">
@@ -674,7 +683,9 @@
       image and its sources enter the archive at once.  Jobs follow IVOA UWS
       1.1; the image travels as a DALI upload (UPLOAD=image,param:PART).
       Members of the RAPAS network only (HTTP basic authentication).</meta>
-    <pythonCore>
+    <!-- res/reducecore.py: the job's code and the service's UWS
+      (DaCHS's user UWS with the UWS 1.1 fixes of res/reduceuws.py) -->
+    <customCore module="res/reducecore">
       <inputTable>
         <inputKey name="image" type="file" required="True" tablehead="FITS frame"
           description="The frame to reduce: FITS, gzip or fpack, first 2-D image HDU"/>
@@ -746,20 +757,7 @@
         <inputKey name="enrich" type="boolean" tablehead="Catalogue enrichment"
           description="Cross-identify the sources with SIMBAD, VSX, Milliquas, SkyBoT and Astro-COLIBRI (default true)"/>
       </inputTable>
-      <coreProc>
-        <setup>
-          <code>
-            reducejob, _ = utils.loadPythonModule(base.getConfig("inputsDir") + "/\resdir/res/reducejob")
-          </code>
-        </setup>
-        <code>
-          job = getattr(inputTable, "job", None)
-          if job is None:      # the browser form: make it a UWS job
-            reducejob.submit_from_form(service, inputTable, queryMeta)
-          return reducejob.run(job, inputTable, service)
-        </code>
-      </coreProc>
-    </pythonCore>
+    </customCore>
   </service>
 
 

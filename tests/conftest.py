@@ -107,7 +107,7 @@ def service(tmp_path_factory):
         instance.add_user("alice", "s3cret", "rapas")
         instance.add_user("mallory", "hunter2")          # a DaCHS user outside the network
         instance.work, instance.sky = work, sky
-        instance.jobs_url = instance.url + "/rapas/q/reduce/uws.xml"
+        instance.jobs_url = instance.url + "/rapas/q/reduce/async"
         yield instance
     finally:
         instance.stop()

@@ -72,6 +72,7 @@ class DachsInstance:
                                                           max_upload=self.max_upload))
         subprocess.run(["createdb", "--encoding=UTF-8", "--template=template0", self.dbname], check=True)
         self.python(INIT_SCRIPT.format(dbname=self.dbname, prefix=self.prefix))
+        self._configure_site()
         self._link_resource_directory()
         self._seed_vocabularies()
         self.dachs("imp", "//obscore")
@@ -79,6 +80,35 @@ class DachsInstance:
         self.dachs("imp", "rapas/q")
         self._start_server()
         return self
+
+    def _configure_site(self):
+        """The site metadata, registry records and TAP examples "make install"
+        writes into /var/gavo/etc, from the project's site file."""
+        etc = self.root / "etc"
+        subprocess.run([DACHS_PYTHON, str(REPO / "inputs" / "rapas" / "res" / "archivesite.py"),
+                        str(REPO / "inputs" / "rapas" / "etc" / "archive.toml"), "--config-dir", str(etc),
+                        "--web-templates", str(self.root / "web" / "templates")],
+                       check=True, capture_output=True, text=True)
+        (etc / "userconfig.rd").unlink(missing_ok=True)
+        (etc / "userconfig.rd").symlink_to(REPO / "inputs" / "rapas" / "etc" / "userconfig.rd")
+
+    def publish(self):
+        """"make publish": the holdings' coverage, then the Registry records;
+        the server is restarted to read them ("make publish" sends SIGHUP,
+        which the debug server does not handle)."""
+        self.dachs("limits", "-t", "rapas/q")
+        self.dachs("pub", "//services", "//tap", "//obscore", "rapas/q")
+        self._stop_server()
+        self._start_server()
+
+    def validate_xml(self, document):
+        """Errors of ``document`` (bytes) against the IVOA schemas DaCHS ships
+        (VOResource and its extensions, OAI-PMH, UWS, VOSI; lxml); None if valid."""
+        code = ("import sys\nfrom gavo.helpers import testtricks\n"
+                "print(testtricks.getXSDErrors(sys.stdin.buffer.read()) or '', end='')")
+        run = subprocess.run([DACHS_PYTHON, "-c", code], env=self.env, input=document, capture_output=True,
+                             check=True)
+        return run.stdout.decode() or None
 
     def _seed_vocabularies(self):
         """Offline stand-ins for IVOA vocabularies DaCHS would download."""
@@ -112,13 +142,17 @@ class DachsInstance:
                 time.sleep(0.5)
         raise RuntimeError("the test DaCHS server did not answer within 60 s")
 
-    def stop(self):
+    def _stop_server(self):
         if self.server is not None and self.server.poll() is None:
             os.killpg(self.server.pid, signal.SIGTERM)
             try:
                 self.server.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 os.killpg(self.server.pid, signal.SIGKILL)
+                self.server.wait()
+
+    def stop(self):
+        self._stop_server()
         subprocess.run(["dropdb", "--if-exists", self.dbname], check=False)
         roles = ", ".join(f"{self.prefix}{r}" for r in ("gavoadmin", "gavo", "untrusted"))
         subprocess.run(["psql", "-q", "-d", "postgres", "-c", f"DROP ROLE IF EXISTS {roles}"],

@@ -77,7 +77,7 @@ def test_end_to_end_submission_is_archived_and_matches_truth(service):
     # the image is in SIAP2 at once, under its publisher DID
     sia = pyvo.dal.SIA2Service(service.url + "/rapas/q/siap2/siap2.xml", check_baseurl=False)
     found = sia.search(pos=(summary["ra_center"], summary["dec_center"], 0.01)).to_table()
-    assert archived["pubDID"] in list(found["obs_publisher_did"])
+    assert archived["obs_publisher_did"] in list(found["obs_publisher_did"])
     # its sources in TAP, calibrated magnitudes against the simulated truth
     rows = pyvo.dal.TAPService(service.url + "/tap").search(
         "SELECT gaia_source_id, mag_cal FROM rapas.sources WHERE obs_id='%s' AND snr > 30 AND flags = 0"
@@ -122,11 +122,11 @@ def test_a_frame_that_cannot_be_calibrated_is_archived_with_its_wcs_only(service
                        f" WHERE obs_id='{obs_id}'").to_table()[0]
     assert image["calib_level"] == 1 and np.ma.is_masked(image["zero_point"]) and np.ma.is_masked(image["limiting_mag"])
     assert image["calibration_error"] == archived["calibration_error"]
-    obscore = tap.search(f"SELECT calib_level FROM ivoa.obscore WHERE obs_publisher_did='{archived['pubDID']}'")
+    obscore = tap.search(f"SELECT calib_level FROM ivoa.obscore WHERE obs_id='{archived['obs_id']}'")
     assert list(obscore.to_table()["calib_level"]) == [1]
     sia = pyvo.dal.SIA2Service(service.url + "/rapas/q/siap2/siap2.xml", check_baseurl=False)
-    assert archived["pubDID"] in list(sia.search(calib=1).to_table()["obs_publisher_did"])
-    assert archived["pubDID"] not in list(sia.search(calib=2).to_table()["obs_publisher_did"])
+    assert archived["obs_publisher_did"] in list(sia.search(calib=1).to_table()["obs_publisher_did"])
+    assert archived["obs_publisher_did"] not in list(sia.search(calib=2).to_table()["obs_publisher_did"])
     counts = tap.search(f"SELECT COUNT(*) AS n, COUNT(mag_cal) AS calibrated, COUNT(mag_inst) AS instrumental"
                         f" FROM rapas.sources WHERE obs_id='{obs_id}'").to_table()[0]
     assert counts["n"] == archived["n_sources"] > 100

@@ -100,7 +100,7 @@ def _delete_rows(conn, obs_id, accref):
 
 
 def ingest(product_dir):
-    """Ingest one product directory; returns dict(obs_id, pubDID, n_sources,
+    """Ingest one product directory; returns dict(obs_id, obs_publisher_did, n_sources,
     calib_level, calibration_error)."""
     from gavo import base
     product_dir = Path(product_dir).resolve()
@@ -125,7 +125,7 @@ def ingest(product_dir):
                                      {"o": obs_id}))[0][0]
             if n_rows != summary.n_sources:
                 raise IngestError(f"{obs_id}: {n_rows} source rows read, summary says {summary.n_sources}")
-            pub_did = list(conn.query("SELECT pubDID FROM rapas.images WHERE obs_id=%(o)s",
+            pub_did = list(conn.query("SELECT publisher_did FROM rapas.images WHERE obs_id=%(o)s",
                                       {"o": obs_id}))[0][0]
     except Exception as exc:
         pub_did = _stored_pub_did(summary) if database.is_disconnect(exc) else None
@@ -138,7 +138,7 @@ def ingest(product_dir):
             raise IngestError(f"ingestion of {product_dir.name} failed and was rolled back:"
                               f" {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
     shutil.rmtree(backup, ignore_errors=True)
-    return {"obs_id": obs_id, "pubDID": pub_did, "n_sources": summary.n_sources,
+    return {"obs_id": obs_id, "obs_publisher_did": pub_did, "n_sources": summary.n_sources,
             "calib_level": summary.calib_level, "calibration_error": summary.calibration_error,
             "new_targets": _follow_alerts(summary)}
 
@@ -157,7 +157,7 @@ def _follow_alerts(summary):
 
 
 def _stored_pub_did(summary):
-    """After the connection died during ingestion: the pubDID of this file's
+    """After the connection died during ingestion: the publisher DID of this file's
     image row if the commit went through all the same, asked once the
     database answers again; None if it did not, or if the database does not
     answer within its wait."""
@@ -165,7 +165,7 @@ def _stored_pub_did(summary):
 
     def look():
         with base.getTableConn() as conn:
-            rows = list(conn.query("SELECT pubDID FROM rapas.images WHERE obs_id=%(o)s AND checksum=%(c)s",
+            rows = list(conn.query("SELECT publisher_did FROM rapas.images WHERE obs_id=%(o)s AND checksum=%(c)s",
                                    {"o": summary.obs_id, "c": summary.checksum_sha256}))
         return rows[0][0] if rows else None
     try:

@@ -510,7 +510,7 @@ def _light_curve(name):
         return list(conn.queryToDicts(
             "SELECT l.*, (o.em_min + o.em_max) / 2 AS wavelength FROM rapas.lightcurves AS l"
             " JOIN rapas.images AS i ON i.obs_id=l.obs_id LEFT JOIN ivoa.obscore AS o"
-            " ON o.obs_publisher_did=i.pubDID WHERE l.target=%(n)s ORDER BY l.mjd", {"n": name}))
+            " ON o.obs_id=i.obs_id WHERE l.target=%(n)s ORDER BY l.mjd", {"n": name}))
 
 
 def time_series(descriptor, table_def):

@@ -157,7 +157,7 @@ def submit_from_form(service, inputTable, queryMeta):
 
 
 def run(job, inputTable, service):
-    """The pythonCore's code: reduce, ingest, list the results, and write
+    """What the reduction core runs for a job: reduce, ingest, list the results, and write
     the job's final phase itself (``uwsjob.Job.finish``): COMPLETED exactly
     when the frame is in the archive, else ERROR with one line."""
     from gavo.protocols import uws

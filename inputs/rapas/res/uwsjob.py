@@ -45,17 +45,18 @@ class Job:
 
     def finish(self, phase, error=None):
         """Move the job to its final phase (COMPLETED, ERROR with ``error``'s
-        text as errorSummary, or ABORTED), retried while the database
+        text as errorSummary, or ABORTED) and set its end time (DaCHS 2.7's
+        user UWS leaves endTime empty), retried while the database
         restarts, then end ``dachs uwsrun`` so that it writes nothing after
         it (SystemExit is how uwsrun ends a job quietly)."""
+        import datetime
         from gavo.protocols import uws
 
         def write():
             if phase == uws.ERROR:
                 self._service.getUWS().changeToPhase(self._job.jobId, uws.ERROR, error)
-            else:
-                with self._job.getWritable() as writable:
-                    writable.change(phase=phase)
+            with self._job.getWritable() as writable:
+                writable.change(phase=phase, endTime=datetime.datetime.utcnow())
 
         database.retrying(write)
         raise SystemExit(0)
