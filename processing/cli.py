@@ -5,6 +5,7 @@ Exit status 0 on success; 2 on bad input (one line on stderr saying why);
 """
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -14,24 +15,72 @@ from .config import Config, Site
 from .errors import PipelineError
 
 
+def _finite(text):
+    """A finite number (argparse's float takes 'nan' and 'inf')."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+_finite.__name__ = "number"          # argparse names the type in its message
+
+
+def aperture_radii(text):
+    """Four increasing positive aperture radii in FWHM units ('1,1.5,2,3')."""
+    try:
+        radii = tuple(_finite(v) for v in text.split(","))
+    except ValueError:
+        radii = ()
+    if len(radii) != 4 or radii[0] <= 0 or any(b <= a for a, b in zip(radii, radii[1:])):
+        raise ValueError(f"apertures {text!r}: give four increasing positive radii in FWHM units, e.g. 1,1.5,2,3")
+    return radii
+
+
+def observatory_site(text):
+    """An observatory from 'lat,lon[,height_m]' (degrees, metres)."""
+    try:
+        values = [_finite(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not (2 <= len(values) <= 3 and -90 <= values[0] <= 90 and -180 <= values[1] <= 360
+            and (len(values) == 2 or -500 <= values[2] <= 9000)):
+        raise ValueError(f"site {text!r}: give 'latitude,longitude[,height]' in degrees and metres,"
+                         " e.g. 43.93,5.71,650")
+    return Site(*values)
+
+
+#: the options' plausible ranges (inclusive; None: no bound)
+RANGES = {"seeing": (0.1, 30.0), "threshold": (1.0, 1000.0), "border": (0, None), "max_calib_mag": (5.0, 25.0),
+          "solve_timeout": (1.0, None), "radius": (1e-4, 180.0), "scale": (1e-3, 3600.0), "saturation": (1.0, None)}
+
+
+def _check_ranges(args):
+    for name, (low, high) in RANGES.items():
+        value = getattr(args, name)
+        if value is not None and ((low is not None and value < low) or (high is not None and value > high)):
+            bounds = f"at least {low:g}" if high is None else f"between {low:g} and {high:g}"
+            raise ValueError(f"--{name.replace('_', '-')} {value:g} is out of range: it must be {bounds}")
+
+
 def _parser():
     p = argparse.ArgumentParser(prog="rapas-reduce", description=__doc__.split("\n")[0])
     p.add_argument("image", help="FITS file (.fits, .fit, .fts, gzip or fpack)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--band", help="filter band (overrides the FILTER keyword)")
-    p.add_argument("--seeing", type=float, help="seeing guess, arcsec")
-    p.add_argument("--threshold", type=float,
+    p.add_argument("--seeing", type=_finite, help="seeing guess, arcsec")
+    p.add_argument("--threshold", type=_finite,
                    help="detection threshold: S/N of a point source in the PSF-matched filter (default 5)")
     p.add_argument("--border", type=int, help="border mask, pixels")
-    p.add_argument("--max-calib-mag", type=float, help="faintest calibrator, mag")
+    p.add_argument("--max-calib-mag", type=_finite, help="faintest calibrator, mag")
     p.add_argument("--solve", choices=["auto", "always", "never"], help="plate solving")
-    p.add_argument("--solve-timeout", type=float, help="plate-solve CPU limit, s")
+    p.add_argument("--solve-timeout", type=_finite, help="plate-solve CPU limit, s")
     p.add_argument("--index-dir", help="Astrometry.net index directory")
-    p.add_argument("--ra", type=float, help="pointing hint for solving: right ascension, deg")
-    p.add_argument("--dec", type=float, help="pointing hint for solving: declination, deg")
-    p.add_argument("--radius", type=float, help="how far the field may be from the pointing, deg (default 0.5)")
-    p.add_argument("--scale", type=float, help="pixel scale hint for solving, arcsec/pixel")
-    p.add_argument("--saturation", type=float, help="saturation level, ADU (default: header, else the data)")
+    p.add_argument("--ra", type=_finite, help="pointing hint for solving: right ascension, deg")
+    p.add_argument("--dec", type=_finite, help="pointing hint for solving: declination, deg")
+    p.add_argument("--radius", type=_finite, help="how far the field may be from the pointing, deg (default 0.5)")
+    p.add_argument("--scale", type=_finite, help="pixel scale hint for solving, arcsec/pixel")
+    p.add_argument("--saturation", type=_finite, help="saturation level, ADU (default: header, else the data)")
     p.add_argument("--colour-plane", choices=["G", "R", "B"],
                    help="the plane of a raw Bayer (DSLR) mosaic to reduce (default G: band TG)")
     p.add_argument("--no-psf", action="store_true", help="skip PSF photometry")
@@ -73,10 +122,11 @@ def config_from_args(args):
         options["psf_photometry"] = False
     if args.cosmics:
         options["cosmic_rays"] = {"auto": None, "always": True, "never": False}[args.cosmics]
+    _check_ranges(args)
     if args.apertures:
-        options["aperture_radii_fwhm"] = tuple(float(v) for v in args.apertures.split(","))
+        options["aperture_radii_fwhm"] = aperture_radii(args.apertures)
     if args.site:
-        options["site"] = Site(*(float(v) for v in args.site.split(",")))
+        options["site"] = observatory_site(args.site)
     if args.refcat:
         options["refcat"] = parse_refcat(args.refcat)
     if args.no_enrich:
@@ -91,9 +141,6 @@ def config_from_args(args):
         raise ValueError("give both --ra and --dec (the pointing hint), or neither")
     if args.ra is not None and not (0 <= args.ra < 360 and -90 <= args.dec <= 90):
         raise ValueError(f"pointing RA {args.ra:g} Dec {args.dec:g} is outside the sky")
-    for name in ("radius", "scale", "saturation"):
-        if getattr(args, name) is not None and not getattr(args, name) > 0:
-            raise ValueError(f"--{name} must be positive")
     if args.observatory_code:
         if not re.fullmatch(r"[0-9A-Z][0-9]{2}", args.observatory_code):
             raise ValueError(f"observatory code {args.observatory_code!r} is not an MPC code"

@@ -64,8 +64,28 @@ def _clean_str(value):
 _DMY = re.compile(r"^\s*(\d{1,2})/(\d{1,2})/(\d{2,3})\s*$")
 
 
+#: the earliest observation the archive takes (photographic plates on)
+EARLIEST_OBSERVATION = "1850-01-01T00:00:00"
+#: how far after the server's clock an observation may start (clock errors)
+FUTURE_MARGIN_DAYS = 1.0
+#: the longest plausible exposure time, s (a stack of many long exposures)
+MAX_EXPTIME_S = 1e6
+
+
 def parse_date_obs(header, warn):
-    """Start of exposure from DATE-OBS (+ TIME-OBS/UT), else MJD-OBS, else JD.
+    """Start of exposure from DATE-OBS (+ TIME-OBS/UT), else MJD-OBS, else
+    JD; refused when before 1850 or more than a day after now."""
+    start = _read_date_obs(header, warn)
+    if start < Time(EARLIEST_OBSERVATION, scale="utc"):
+        raise HeaderError(f"the observation date {start.isot[:19]} is before 1850: check DATE-OBS (or MJD-OBS, JD)")
+    if start > Time.now() + FUTURE_MARGIN_DAYS * u.day:
+        raise HeaderError(f"the observation date {start.isot[:19]} is in the future: check DATE-OBS"
+                          " (or MJD-OBS, JD) and the camera's clock")
+    return start
+
+
+def _read_date_obs(header, warn):
+    """Start of exposure as the header writes it.
 
     Handles the pre-2000 FITS form ``DD/MM/YY`` and its Y2K-broken variant
     ``DD/MM/1YY`` (years counted from 1900, as C's ``tm_year``).
@@ -90,12 +110,23 @@ def parse_date_obs(header, warn):
                 warn(f"DATE-OBS {raw!r} is not a date; trying MJD-OBS and JD")
     mjd = _first(header, "MJD-OBS", "MJD")
     if mjd is not None:
-        return Time(float(mjd), format="mjd", scale="utc")
+        return Time(_day_number(mjd, "MJD-OBS"), format="mjd", scale="utc")
     jd = _first(header, "JD", "JD-OBS")
     if jd is not None:
         warn("no DATE-OBS; JD taken as the start of the exposure")
-        return Time(float(jd), format="jd", scale="utc")
+        return Time(_day_number(jd, "JD"), format="jd", scale="utc")
     raise HeaderError("no observation date: the header needs DATE-OBS (or MJD-OBS or JD)")
+
+
+def _day_number(value, keyword):
+    """A finite MJD or JD from a header value."""
+    try:
+        day = float(value)
+    except (TypeError, ValueError):
+        day = float("nan")
+    if not np.isfinite(day):
+        raise HeaderError(f"the observation date is not a number: {keyword} = {value!r}")
+    return day
 
 
 def parse_exptime(header):
@@ -108,6 +139,9 @@ def parse_exptime(header):
         raise HeaderError(f"EXPTIME {value!r} is not a number") from exc
     if not np.isfinite(exptime) or exptime <= 0:
         raise HeaderError(f"EXPTIME = {exptime:g} s: the exposure time must be positive")
+    if exptime > MAX_EXPTIME_S:
+        raise HeaderError(f"EXPTIME = {exptime:g} s is not a plausible exposure time"
+                          f" (more than {MAX_EXPTIME_S:g} s)")
     return exptime
 
 

@@ -89,7 +89,7 @@ SKY = dict(shape=(768, 768), n_stars=500, seed=21, ra=210.0, dec=-12.0, pixscale
 @pytest.fixture(scope="session")
 def service(tmp_path_factory):
     """The reduction service's DaCHS (shared by the service and light-curve tests): its
-    reference catalogue (RAPAS_REFCAT) is the sky SKY; members alice (rapas) and mallory (not)."""
+    reference catalogue (RAPAS_REFCAT) is the sky SKY; members alice and bob (rapas), mallory (not)."""
     work = tmp_path_factory.mktemp("service")
     sky = simulate_frame(**SKY, noise_seed=0)
     sky.catalogue.write(work / "refcat.fits")
@@ -105,6 +105,7 @@ def service(tmp_path_factory):
         instance.start()
         instance.load_crossid_catalogues({"vsx": _variables(sky)}, "service")
         instance.add_user("alice", "s3cret", "rapas")
+        instance.add_user("bob", "b0bb0b", "rapas")        # another member
         instance.add_user("mallory", "hunter2")          # a DaCHS user outside the network
         instance.work, instance.sky = work, sky
         instance.jobs_url = instance.url + "/rapas/q/reduce/async"

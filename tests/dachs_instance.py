@@ -137,6 +137,9 @@ class DachsInstance:
                 raise RuntimeError(f"dachs serve debug exited; see {self.root / 'server.log'}")
             try:
                 urllib.request.urlopen(self.url + "/tap/availability", timeout=2).read()
+                # what [web]preloadRDs does for "make install"'s server (dachs
+                # serve debug preloads nothing): the RD and its site hooks
+                urllib.request.urlopen(self.url + "/rapas/q/cone/availability", timeout=30).read()
                 return
             except OSError:
                 time.sleep(0.5)

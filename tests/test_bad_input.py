@@ -129,6 +129,31 @@ def test_cli_exit_code_and_one_line(tmp_path):
     assert "Traceback" not in run.stderr
 
 
+@pytest.mark.parametrize("options, words", [
+    (["--apertures", "1,2"], "give four increasing positive radii"),
+    (["--apertures", "nan,1,2,3"], "give four increasing positive radii"),
+    (["--apertures", "3,2,1.5,1"], "give four increasing positive radii"),
+    (["--site", "1,2,3,4,5"], "give 'latitude,longitude[,height]'"),
+    (["--site", "95,10"], "give 'latitude,longitude[,height]'"),
+    (["--threshold=-5"], "--threshold -5 is out of range"),
+    (["--seeing", "0"], "--seeing 0 is out of range"),
+    (["--border=-5"], "--border -5 is out of range"),
+    (["--max-calib-mag", "99"], "--max-calib-mag 99 is out of range"),
+])
+def test_implausible_options_are_refused_with_one_line(options, words):
+    from processing.cli import _parser, config_from_args
+    with pytest.raises(ValueError) as info:
+        config_from_args(_parser().parse_args(["frame.fits", "--out", "o", *options]))
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_non_numbers_in_numeric_options_are_refused_by_the_parser(capsys):
+    from processing.cli import _parser
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["frame.fits", "--out", "o", "--seeing", "nan"])
+    assert "invalid number value: 'nan'" in capsys.readouterr().err
+
+
 def test_unreachable_reference_catalogue_is_a_clear_error(tmp_path, small_sim):
     """The real TAP client, pointed at a local port where nothing listens."""
     import socket

@@ -72,6 +72,25 @@ def test_impossible_values_raise():
         _info(FILTER="OIII")
 
 
+@pytest.mark.parametrize("cards, words", [
+    ({"DATE-OBS": "3000-01-01T00:00:00"}, "is in the future"),
+    ({"DATE-OBS": "1800-05-01T00:00:00"}, "is before 1850"),
+    ({"DATE-OBS": None, "MJD-OBS": "nan"}, "is not a number"),
+    ({"EXPTIME": 1e30}, "not a plausible exposure time"),
+])
+def test_implausible_times_are_refused_with_one_line(cards, words):
+    with pytest.raises(HeaderError, match=words) as info:
+        _info(**cards)
+    assert "\n" not in str(info.value)
+
+
+def test_a_date_within_a_day_of_now_is_taken():
+    from astropy.time import Time
+    soon = (Time.now() + 0.5).isot
+    info, _ = _info(**{"DATE-OBS": soon})
+    assert info.date_obs.isot[:16] == soon[:16]
+
+
 def test_seeing_guess_sizes_the_first_fwhm_when_stars_are_few():
     from processing.detect import initial_fwhm
     objs = np.zeros(3, dtype=[("a", "f8"), ("b", "f8"), ("flux", "f8")])

@@ -10,6 +10,7 @@ from gavo import api, svcs
 
 reducejob, _ = api.loadPythonModule("reducejob", relativeTo=__file__)
 reduceuws, _ = api.loadPythonModule("reduceuws", relativeTo=__file__)
+sitehooks, _ = api.loadPythonModule("sitehooks", relativeTo=__file__)
 
 
 class Core(svcs.Core):
@@ -20,7 +21,7 @@ class Core(svcs.Core):
 
     def completeElement(self, ctx):
         super().completeElement(ctx)
-        reduceuws.install(self.parent)
+        sitehooks.install(self.parent)
 
     @property
     def workerSystem(self):

@@ -61,7 +61,7 @@ def pipeline_arguments(inputTable):
                       ("colour_plane", "--colour-plane")):
         value = inputTable.getParam(par)
         if value is not None and value != "":
-            options += [flag, str(value)]
+            options.append(f"{flag}={value}")        # a value may begin with '-'
     if inputTable.getParam("psf") is False:
         options.append("--no-psf")
     if inputTable.getParam("cosmics"):

@@ -22,24 +22,25 @@ one class or function below:
   VOTable saying "File not found").
 - ``ReductionUWS.getURLForId``: jobs are addressed under ``async``, the URL
   job creation redirects to (DaCHS's job list pointed at ``uws.xml``).
-- ``install``: ``.log`` files (the reduction log) are served as
-  ``text/plain; charset=utf-8``, not ``text/html``.
-- ``_capabilities_tree``: the service's VOSI capabilities declare the
-  ``vs`` namespace their interfaces use (DaCHS left it out when nothing
-  else declared it: schema-invalid) and advertise the UWS job list.
+- ``out_of_range``: a numeric parameter outside the range the RD declares
+  (``<values min max>``), or not a finite number, is refused at creation
+  and on ``{job}/parameters`` with one line (DaCHS's UWS accepted it).
+- ``Actions.dispatch``: another member's job answers 404, as a missing one
+  does (DaCHS answered 401, which told that it exists).
 
-A job's end time is written by the job itself (``uwsjob.Job.finish``).
+A job's end time is written by the job itself (``uwsjob.Job.finish``); the
+hooks DaCHS has no per-service place for (uploads by URL, capabilities,
+content types, cross-site requests) are in ``sitehooks``.
 If a DaCHS release fixes one of these, its override here can go.
 """
+import math
 import os
 
-from twisted.web import server, static
+from twisted.web import server
 
 from gavo import base, svcs, utils
-from gavo.protocols import dali, useruws, uws, uwsactions
-from gavo.registry.model import VOR, VS
+from gavo.protocols import useruws, uws, uwsactions
 from gavo.utils import stanxml
-from gavo.web import vosi
 
 UWS = uwsactions.UWS
 
@@ -48,14 +49,39 @@ URL_UPLOAD_REFUSED = ("upload by URL is not supported: send the FITS file itself
                       " (UPLOAD=image,param:img with the file in the form field img)")
 
 
+def out_of_range(input_keys, parameters):
+    """The line refusing the first numeric parameter that is not a finite
+    number inside the range its input key declares; None if all are."""
+    for key in input_keys:
+        value = parameters.get(key.name.lower())
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if not math.isfinite(value):
+            return f"{key.name}={value} is not a number"
+        low, high = (key.values.min, key.values.max) if key.values else (None, None)
+        if (low is not None and value < float(low)) or (high is not None and value > float(high)):
+            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+            unit = f" {key.unit}" if key.unit else ""
+            return f"{key.name}={value:g} is out of range: it must be {bounds}{unit}"
+    return None
+
+
 class ReductionJob(useruws.UserUWSJobBase):
     """A reduction job; its service is set by ``ReductionUWS``."""
 
     def setParamsFromRawDict(self, strargs):
-        """Set the parameters a request names, and only those."""
+        """Set the parameters a request names, and only those, if in range."""
         named = {key.lower() for key in strargs}
         parsed = self.uws.parameterGrammar.parseStrargs(strargs, ensureRequired=False)
-        self.setParamsFromDict({key: value for key, value in parsed.items() if key.lower() in named})
+        given = {key: value for key, value in parsed.items() if key.lower() in named}
+        _refuse_out_of_range(self.uws.service, given)
+        self.setParamsFromDict(given)
+
+
+def _refuse_out_of_range(service, parameters):
+    refusal = out_of_range(service.core.inputTable.inputKeys, parameters)
+    if refusal:
+        raise base.ValidationError(refusal, refusal.split("=", 1)[0])
 
 
 class ReductionUWS(useruws.UserUWS):
@@ -67,11 +93,15 @@ class ReductionUWS(useruws.UserUWS):
             "_default_jobClass": classmethod(lambda _, v=service.getFullId(): v)})
         self.runcountGoal = base.getConfig("async", "maxUserUWSRunningDefault")
         self.service = service
-        uws.UWSWithQueueing.__init__(self, job_class, uwsactions.JobActions(JobDocument, Parameters, Results))
+        uws.UWSWithQueueing.__init__(self, job_class, Actions(JobDocument, Parameters, Results))
         self.parameterGrammar = base.makeStruct(svcs.ContextGrammar, inputTD=service.core.inputTable)
 
     def getURLForId(self, jobId):
         return self.service.getURL("async") + "/" + jobId
+
+    def getNewIdFromArgs(self, uwsArgs, paramDict, user=None):
+        _refuse_out_of_range(self.service, paramDict)
+        return super().getNewIdFromArgs(uwsArgs, paramDict, user)
 
     def getNewIdFromRequest(self, request):
         if getattr(request, "rapas_url_upload", None):
@@ -80,6 +110,16 @@ class ReductionUWS(useruws.UserUWS):
         if (request.uwsArgs.get("phase") or "").upper() == "RUN":
             self.changeToPhase(job_id, uws.QUEUED)
         return job_id
+
+
+class Actions(uwsactions.JobActions):
+    """DaCHS's job actions; another member's job is not found."""
+
+    def dispatch(self, action, job, request, segments):
+        user = request.getAuthUser()
+        if job.owner and user and user != job.owner:
+            raise uws.JobNotFound(job.jobId)
+        return super().dispatch(action, job, request, segments)
 
 
 def _result_element(job, result):
@@ -160,57 +200,3 @@ class Results(uwsactions.ResultsAction):
             request.finish()
             return server.NOT_DONE_YET
         return super().getResource(job, request, segments)
-
-
-# ---- DaCHS-wide hooks, applied once per server process ------------------
-# (their state lives on the installed functions: DaCHS may load this module
-# again when the RD changes, and the hooks must not stack)
-
-def _mangle_uploads(request, _dachs=dali.mangleUploads):
-    """DaCHS's DALI upload handling, except that the services registered in
-    ``_mangle_uploads.file_only`` do not fetch uploads by URL: they are
-    set aside for the job creation to refuse."""
-    path = request.path.decode("utf-8", "replace")
-    if any(path.startswith(prefix) for prefix in dali.mangleUploads.file_only):
-        specs = request.strargs.get("UPLOAD", [])
-        by_url = [spec for spec in specs if not dali.parseUploadString(spec)[1].startswith("param:")]
-        if by_url:
-            request.rapas_url_upload = by_url
-            request.strargs["UPLOAD"] = [spec for spec in specs if spec not in by_url]
-    return _dachs(request)
-
-
-def _uws_capability(service):
-    """A capability for the service's UWS 1.1 job list (no registered
-    standard identifier exists for a generic UWS)."""
-    return VOR.capability[
-        VOR.description["IVOA UWS 1.1 job list of this service: POST the parameters (the image as a DALI upload)"
-                        " to create a job; PHASE=RUN starts it"],
-        VS.ParamHTTP[VOR.accessURL(use="base")[service.getURL("async")]]]
-
-
-def _capabilities_tree(self, request, _dachs=vosi.VOSICapabilityRenderer._getTree):
-    """DaCHS's VOSI capabilities, with the namespaces their interfaces use,
-    and the UWS job list of services whose core says ``advertises_uws``."""
-    root = _dachs(self, request)
-    root._additionalPrefixes = frozenset(root._additionalPrefixes) | {"vs", "xsi"}
-    if getattr(getattr(self.service, "core", None), "advertises_uws", False):
-        root[_uws_capability(self.service)]
-    return root
-
-
-def install(service):
-    """Apply the hooks (once) and make ``service`` refuse uploads by URL.
-
-    The archive's text products (``rapas.log``, which quotes header values
-    observers submitted) are served as ``text/plain; charset=utf-8``, as
-    DaCHS serves its own known extensions: twisted knew no ``.log`` and
-    DaCHS's static renderer then said ``text/html``.
-    """
-    static.File.contentTypes[".log"] = "text/plain; charset=utf-8"
-    if not hasattr(dali.mangleUploads, "file_only"):
-        _mangle_uploads.file_only = set()
-        dali.mangleUploads = _mangle_uploads
-    if getattr(vosi.VOSICapabilityRenderer._getTree, "__name__", "") != "_capabilities_tree":
-        vosi.VOSICapabilityRenderer._getTree = _capabilities_tree
-    dali.mangleUploads.file_only.add("/" + service.rd.sourceId + "/" + service.id + "/")

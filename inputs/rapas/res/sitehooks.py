@@ -1,0 +1,143 @@
+"""What DaCHS 2.7 offers no per-service place for, applied once per server
+process when the archive's RD loads (DaCHS side).
+
+- ``_mangle_uploads``: the reduction service refuses an upload by URL at
+  job creation (``reduceuws``) instead of DaCHS fetching the URL for any
+  member (a probe of the server's network) before any job exists.
+- ``_capabilities_tree``: VOSI capabilities declare the ``vs`` namespace
+  their interfaces use (DaCHS left it out when nothing else declared it:
+  schema-invalid) and name the UWS job list of a core that says
+  ``advertises_uws``.
+- ``_archive_child``, for every request:
+  - a state-changing request (POST, PUT, DELETE) that a browser sends from
+    another site with a member's credentials is refused (403): a page
+    elsewhere cannot queue jobs or edit targets in the member's name (CSRF);
+  - the archive's answers carry ``X-Content-Type-Options: nosniff``;
+  - ``/login?nextURL=`` leads only to this server's pages.
+- ``.log`` files (the reduction log, which quotes header values observers
+  submitted) are served as ``text/plain; charset=utf-8``, as DaCHS serves
+  its other known extensions (twisted knew no ``.log``, and DaCHS's static
+  renderer said ``text/html``).
+
+Their state lives on the installed functions: DaCHS loads this module again
+when the RD changes, and the hooks must not stack.
+"""
+from urllib.parse import urlsplit
+
+from twisted.web import resource, static
+
+from gavo import base
+from gavo.protocols import dali
+from gavo.registry.model import VOR, VS
+from gavo.web import root, vosi
+
+#: the one line a cross-site request is refused with
+CROSS_SITE_REFUSED = ("cross-site request refused: this request came from a page on another site, not from"
+                      " this archive; submit from the archive's own pages or a VO client\n")
+
+
+class _Refusal(resource.Resource):
+    """A 403 in plain text."""
+    isLeaf = True
+
+    def render(self, request):
+        request.setResponseCode(403)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return CROSS_SITE_REFUSED.encode()
+
+
+def _mangle_uploads(request, _dachs=dali.mangleUploads):
+    """DaCHS's DALI upload handling, except that the services registered in
+    ``_mangle_uploads.file_only`` do not fetch uploads by URL: they are
+    set aside for the job creation to refuse."""
+    path = request.path.decode("utf-8", "replace")
+    if any(path.startswith(prefix) for prefix in dali.mangleUploads.file_only):
+        specs = request.strargs.get("UPLOAD", [])
+        by_url = [spec for spec in specs if not dali.parseUploadString(spec)[1].startswith("param:")]
+        if by_url:
+            request.rapas_url_upload = by_url
+            request.strargs["UPLOAD"] = [spec for spec in specs if spec not in by_url]
+    return _dachs(request)
+
+
+def _uws_capability(service):
+    """A capability for the service's UWS 1.1 job list (no registered
+    standard identifier exists for a generic UWS)."""
+    return VOR.capability[
+        VOR.description["IVOA UWS 1.1 job list of this service: POST the parameters (the image as a DALI upload)"
+                        " to create a job; PHASE=RUN starts it"],
+        VS.ParamHTTP[VOR.accessURL(use="base")[service.getURL("async")]]]
+
+
+def _capabilities_tree(self, request, _dachs=vosi.VOSICapabilityRenderer._getTree):
+    """DaCHS's VOSI capabilities, with the namespaces their interfaces use,
+    and the UWS job list of services whose core says ``advertises_uws``."""
+    root = _dachs(self, request)
+    root._additionalPrefixes = frozenset(root._additionalPrefixes) | {"vs", "xsi"}
+    if getattr(getattr(self.service, "core", None), "advertises_uws", False):
+        root[_uws_capability(self.service)]
+    return root
+
+
+def _own_origins(request):
+    """The origins this archive is reached at: its serverURL's, and the
+    one the request was addressed to."""
+    server = urlsplit(base.getConfig("web", "serverURL"))
+    host = (request.getHeader("host") or "").lower()
+    return {f"{server.scheme}://{server.netloc}".lower(), f"http://{host}", f"https://{host}"}
+
+
+def cross_site_refusal(request):
+    """The refusal of a state-changing request a browser sent from another
+    site with credentials (an Origin that is not the archive's, and an
+    Authorization header); None for any other request (GETs, VO clients,
+    which send no Origin, anonymous cross-origin TAP)."""
+    if request.method in (b"GET", b"HEAD", b"OPTIONS"):
+        return None
+    origin = request.getHeader("origin")
+    if origin is None or request.getHeader("authorization") is None:
+        return None
+    if origin.rstrip("/").lower() in _own_origins(request):
+        return None
+    return _Refusal()
+
+
+def is_local_path(url):
+    """True for a path on this server ('/rapas/q/...'), False for anything
+    a browser would take to another site ('http://...', '//host', '/\\host')."""
+    parts = urlsplit(url)
+    return not parts.scheme and not parts.netloc and url.startswith("/") and url[1:2] not in ("/", "\\")
+
+
+def keep_login_redirect_local(request):
+    """DaCHS's /login sends the browser to any ``nextURL`` (an open
+    redirect: a link to the archive that lands on another site); a
+    ``nextURL`` off this server becomes the home page."""
+    if request.path.rstrip(b"/") == b"/login":
+        for key in (b"nextURL", "nextURL"):
+            if key in request.args:
+                value = request.args[key][0]
+                text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+                if not is_local_path(text):
+                    request.args[key] = [b"/" if isinstance(value, bytes) else "/"]
+
+
+def _archive_child(self, name, request, _dachs=root.ArchiveService.getChild):
+    """DaCHS's root traversal, behind the CSRF check, with nosniff and
+    login redirects kept on this server."""
+    request.setHeader(b"x-content-type-options", b"nosniff")
+    keep_login_redirect_local(request)
+    return cross_site_refusal(request) or _dachs(self, name, request)
+
+
+def install(service):
+    """Apply the hooks (once) and make ``service`` refuse uploads by URL."""
+    static.File.contentTypes[".log"] = "text/plain; charset=utf-8"
+    if not hasattr(dali.mangleUploads, "file_only"):
+        _mangle_uploads.file_only = set()
+        dali.mangleUploads = _mangle_uploads
+    if getattr(vosi.VOSICapabilityRenderer._getTree, "__name__", "") != "_capabilities_tree":
+        vosi.VOSICapabilityRenderer._getTree = _capabilities_tree
+    if getattr(root.ArchiveService.getChild, "__name__", "") != "_archive_child":
+        root.ArchiveService.getChild = _archive_child
+    dali.mangleUploads.file_only.add("/" + service.rd.sourceId + "/" + service.id + "/")

@@ -1,0 +1,132 @@
+"""Hardening of the reduction service and the archive's pages (#14):
+cross-site requests, other members' jobs, implausible parameters, and
+header strings observers submit.
+"""
+import json
+import urllib.parse
+
+import pytest
+import pyvo
+import requests
+
+from test_reduction_service import alice, error_message, exposure
+from uws_client import UWSClient
+
+pytestmark = pytest.mark.archive
+
+EVIL = {"Origin": "http://evil.example"}
+SCRIPT = "<script>alert(document.domain)</script>"
+
+
+def _job_count(client):
+    return client.session.get(client.jobs_url).text.count("<uws:jobref")
+
+
+def test_cross_site_requests_with_a_members_credentials_are_refused(service):
+    client = alice(service)
+    before = _job_count(client)
+    frame = exposure(service, 44)
+    with open(frame, "rb") as f:
+        creation = client.session.post(service.jobs_url, data={"UPLOAD": "image,param:img", "PHASE": "RUN"},
+                                       files={"img": f}, headers=EVIL, allow_redirects=False)
+    assert creation.status_code == 403 and "cross-site request refused" in creation.text
+    form = client.session.post(service.url + "/rapas/q/reduce/form", data={"band": "G"}, headers=EVIL)
+    assert form.status_code == 403
+    target = client.session.post(service.url + "/rapas/q/target_edit/api", headers=EVIL,
+                                 data={"name": "CSRF 1", "ra": "1", "dec": "1"})
+    assert target.status_code == 403
+    tap = pyvo.dal.TAPService(service.url + "/tap")
+    assert len(tap.search("SELECT name FROM rapas.targets WHERE name = 'CSRF 1'")) == 0
+    assert _job_count(client) == before
+    # the archive's own pages (same origin) and VO clients (no Origin) still create jobs
+    client.session.headers["Origin"] = service.url
+    own = client.create(frame)
+    assert isinstance(own, str), own
+    assert client.session.delete(own, allow_redirects=False).status_code == 303
+    # anonymous cross-origin queries (web TAP clients) are not affected
+    assert requests.post(service.url + "/tap/sync", headers=EVIL, data={
+        "LANG": "ADQL", "REQUEST": "doQuery", "QUERY": "SELECT TOP 1 obs_id FROM rapas.images"}).status_code == 200
+
+
+def test_another_members_job_is_not_found(service):
+    bob = UWSClient(service.jobs_url, auth=("bob", "b0bb0b"))
+    job_url = bob.create(exposure(service, 45))
+    assert isinstance(job_url, str), job_url
+    try:
+        snoop = alice(service).session
+        assert snoop.get(job_url).status_code == 404
+        assert snoop.get(service.jobs_url + "/nosuchjob").status_code == 404
+        assert snoop.post(job_url + "/phase", data={"PHASE": "RUN"}, allow_redirects=False).status_code == 404
+        assert requests.get(job_url).status_code == 401          # anonymous: asked to log in
+        assert bob.job(job_url).phase == "PENDING"
+    finally:
+        bob.session.delete(job_url, allow_redirects=False)
+
+
+@pytest.mark.parametrize("name, value", [("seeing", "0"), ("border", "-5"), ("max_calib_mag", "99"),
+                                         ("threshold", "-5"), ("dec", "95"), ("solve_timeout", "0")])
+def test_out_of_range_parameters_are_refused_at_creation(service, name, value):
+    client = alice(service)
+    before = _job_count(client)
+    refused = client.create(exposure(service, 46), PHASE="RUN", **{name: value})
+    assert not isinstance(refused, str) and refused.status_code == 400
+    assert f"{name}={float(value):g} is out of range: it must be" in refused.text
+    assert _job_count(client) == before
+
+
+def test_an_out_of_range_parameter_post_changes_nothing(service):
+    client = alice(service)
+    job_url = client.create(exposure(service, 46), border="20")
+    try:
+        answer = client.session.post(job_url + "/parameters", data={"border": "-5"}, allow_redirects=False)
+        assert "border=-5 is out of range" in answer.text
+        parameters = {p.id_: p.content for p in client.job(job_url).parameters}
+        assert parameters["border"] == "20"
+    finally:
+        client.session.delete(job_url, allow_redirects=False)
+
+
+@pytest.mark.parametrize("params, words", [
+    ({"apertures": "1,2"}, "give four increasing positive radii"),
+    ({"apertures": "nan,1,2,3"}, "give four increasing positive radii"),
+    ({"site": "1,2,3,4,5"}, "give 'latitude,longitude[,height]'"),
+    ({"band": "-x"}, "unknown filter"),
+])
+def test_malformed_options_end_the_job_with_one_line(service, params, words):
+    _, job = alice(service).submit(exposure(service, 47), **params)
+    message = error_message(job)
+    assert job.phase == "ERROR" and words in message, message
+    assert "\n" not in message.strip() and "Traceback" not in message and "usage:" not in message
+
+
+def test_header_strings_reach_no_page_as_markup(service):
+    frame = exposure(service, 48, OBSERVER=SCRIPT, GAIN=SCRIPT)
+    client = alice(service)
+    job_url, job = client.submit(frame)
+    assert job.phase == "COMPLETED", error_message(job)
+    archived = json.loads(client.result(job_url, "archive.json"))
+    for url in (f"{service.url}/rapas/q/files/static/{archived['obs_id']}/rapas.log", job_url + "/results/rapas.log"):
+        log = client.session.get(url)
+        assert log.headers["Content-Type"] == "text/plain; charset=utf-8", url
+        assert log.headers["X-Content-Type-Options"] == "nosniff"
+        assert SCRIPT in log.text                   # quoted as text, never served as a page
+    did = urllib.parse.quote(archived["obs_publisher_did"])
+    for url in (job_url, f"{service.url}/rapas/q/dl/dlmeta?ID={did}",
+                f"{service.url}/tap/sync?LANG=ADQL&REQUEST=doQuery&QUERY=SELECT+observer+FROM+rapas.images"):
+        page = client.session.get(url)
+        assert page.status_code == 200 and "<script>" not in page.text, url
+    observers = pyvo.dal.TAPService(service.url + "/tap").search(
+        f"SELECT observer FROM rapas.images WHERE obs_id = '{archived['obs_id']}'").to_table()["observer"]
+    assert list(observers) == [SCRIPT]
+
+
+def test_login_redirects_only_within_the_archive(service):
+    session = requests.Session()
+    session.auth = ("alice", "s3cret")
+    server = urllib.parse.urlsplit(service.url).netloc
+    for elsewhere in ("http://evil.example/", "//evil.example/x", "/\\evil.example"):
+        answer = session.get(service.url + "/login", params={"nextURL": elsewhere}, allow_redirects=False)
+        landing = urllib.parse.urlsplit(answer.headers["Location"])
+        assert answer.status_code in (302, 303) and landing.netloc == server and landing.path == "/", elsewhere
+    local = session.get(service.url + "/login", params={"nextURL": "/rapas/q/reduce/form"}, allow_redirects=False)
+    assert urllib.parse.urlsplit(local.headers["Location"]).path == "/rapas/q/reduce/form"
