@@ -54,6 +54,9 @@
       verbLevel="5" description="Target name from the OBJECT header keyword"/>
     <column name="observer" type="text" ucd="meta.id.PI" tablehead="Observer"
       verbLevel="10" description="Observer from the OBSERVER keyword"/>
+    <column name="submitted_by" type="text" ucd="meta.id" tablehead="Submitted by"
+      verbLevel="20" description="The network member whose job archived the frame (NULL when an
+        administrator ingested it); only they can replace it"/>
     <column name="telescope" type="text" ucd="instr.tel" tablehead="Telescope"
       verbLevel="10" description="Telescope from the TELESCOP keyword"/>
     <column name="instrument_key" type="text" ucd="meta.id;instr" tablehead="Instrument key"
@@ -456,6 +459,8 @@
             result["warnings"] = "\n".join(s.get("warnings") or []) or None
             result["enrichment_missing"] = ",".join(s.get("enrichment_missing") or []) or None
             result["n_notable"] = len(s.get("notable_objects") or [])
+            submitter = os.path.join(os.path.dirname(\fullPath), "submitter.txt")
+            result["submitted_by"] = open(submitter).read().strip() if os.path.exists(submitter) else None
           </code>
         </apply>
       </rowmaker>

@@ -130,3 +130,39 @@ def test_login_redirects_only_within_the_archive(service):
         assert answer.status_code in (302, 303) and landing.netloc == server and landing.path == "/", elsewhere
     local = session.get(service.url + "/login", params={"nextURL": "/rapas/q/reduce/form"}, allow_redirects=False)
     assert urllib.parse.urlsplit(local.headers["Location"]).path == "/rapas/q/reduce/form"
+
+
+def test_only_the_submitting_member_replaces_an_image(service):
+    frame = exposure(service, 49)
+    owner = alice(service)
+    job_url, job = owner.submit(frame)
+    assert job.phase == "COMPLETED", error_message(job)
+    obs_id = json.loads(owner.result(job_url, "archive.json"))["obs_id"]
+    tap = pyvo.dal.TAPService(service.url + "/tap")
+    query = f"SELECT filter, submitted_by FROM rapas.images WHERE obs_id = '{obs_id}'"
+    assert [tuple(row) for row in tap.search(query).to_table()] == [("G", "alice")]
+    _, other = UWSClient(service.jobs_url, auth=("bob", "b0bb0b")).submit(frame, band="RP")
+    assert other.phase == "ERROR" and f"in the archive already as {obs_id}" in error_message(other)
+    assert [tuple(row) for row in tap.search(query).to_table()] == [("G", "alice")]
+    _, again = owner.submit(frame, band="RP")
+    assert again.phase == "COMPLETED", error_message(again)
+    assert [tuple(row) for row in tap.search(query).to_table()] == [("RP", "alice")]
+
+
+def test_the_same_file_submitted_twice_at_once_is_archived_once_with_its_files(service):
+    frame = exposure(service, 50)
+    client = alice(service)
+    jobs = [client.create(frame, PHASE="RUN") for _ in range(2)]
+    assert all(isinstance(url, str) for url in jobs), jobs
+    ends = [client.wait(url) for url in jobs]
+    assert [job.phase for job in ends] == ["COMPLETED", "COMPLETED"], [error_message(job) for job in ends]
+    archived = [json.loads(client.result(url, "archive.json")) for url in jobs]
+    obs_id = archived[0]["obs_id"]
+    assert archived[1]["obs_id"] == obs_id
+    tap = pyvo.dal.TAPService(service.url + "/tap")
+    assert len(tap.search(f"SELECT obs_id FROM rapas.images WHERE obs_id = '{obs_id}'")) == 1
+    links = pyvo.dal.adhoc.DatalinkResults.from_result_url(
+        f"{service.url}/rapas/q/dl/dlmeta?ID={urllib.parse.quote(archived[0]['obs_publisher_did'])}").to_table()
+    for url in links["access_url"]:
+        if url:
+            assert requests.get(url, timeout=60).status_code == 200, url

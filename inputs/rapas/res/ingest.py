@@ -16,6 +16,14 @@ measured on it (forced photometry, ``lightcurve.measure_image``).  If
 anything fails, the transaction is rolled back and the earlier files are
 put back, so the archive is exactly as before.
 
+Ingestions of one file (one obs_id) take turns (a PostgreSQL advisory
+lock, taken before any file moves): the same file submitted twice at once
+is archived once, by the second replacing the first.  The image row records
+the member who submitted it (``submitted_by``, also kept in the product
+directory as ``submitter.txt``); another member's submission of the same
+file is refused with one line naming the image, and only the command line
+(an administrator) replaces anyone's.
+
 ``--remove`` withdraws images: their rows go in one transaction, then their
 product directory.
 """
@@ -36,6 +44,10 @@ lightcurve, _ = api.loadPythonModule("lightcurve", relativeTo=__file__)
 
 REQUIRED = ("calibrated.fits", "sources.fits", contract.SUMMARY_NAME)
 RD_ID = "rapas/q"
+#: the submitting member's name in the product directory (read by the RD's import)
+SUBMITTER_NAME = "submitter.txt"
+#: first key of the per-obs_id advisory locks (the second is the obs_id's hash)
+LOCK_CLASS = 7242
 
 
 class IngestError(Exception):
@@ -61,9 +73,10 @@ def _read_summary(product_dir):
         raise IngestError(f"{product_dir}/{contract.SUMMARY_NAME} is unreadable ({exc})") from exc
 
 
-def _place_files(product_dir, target, products):
+def _place_files(product_dir, target, products, member):
     """Copy the products (the summary's list: a job directory holds more,
-    the upload...) next to ``target``; return the backup of an older copy."""
+    the upload...) and the submitter's name next to ``target``; return the
+    backup of an older copy."""
     staging = target.with_name("." + target.name + ".new")
     backup = target.with_name("." + target.name + ".old")
     shutil.rmtree(staging, ignore_errors=True)
@@ -72,6 +85,8 @@ def _place_files(product_dir, target, products):
     for name in (p["name"] for p in products):
         if (product_dir / name).is_file():
             shutil.copyfile(product_dir / name, staging / name)
+    if member:
+        (staging / SUBMITTER_NAME).write_text(member + "\n")
     if target.exists():
         target.rename(backup)
     staging.rename(target)
@@ -99,9 +114,21 @@ def _delete_rows(conn, obs_id, accref):
     conn.execute("DELETE FROM dc.products WHERE accref=%(accref)s", {"accref": accref})
 
 
-def ingest(product_dir):
-    """Ingest one product directory; returns dict(obs_id, obs_publisher_did, n_sources,
-    calib_level, calibration_error)."""
+def _claim(conn, obs_id, member):
+    """Wait for any other ingestion of this obs_id, then refuse replacing
+    another member's image (``member`` None: the command line, which may)."""
+    conn.execute("SELECT pg_advisory_xact_lock(%(c)s, hashtext(%(o)s))", {"c": LOCK_CLASS, "o": obs_id})
+    owners = [row[0] for row in conn.query("SELECT submitted_by FROM rapas.images WHERE obs_id=%(o)s",
+                                           {"o": obs_id})]
+    if member and owners and owners[0] and owners[0] != member:
+        raise IngestError(f"this file is in the archive already as {obs_id}, submitted by another member;"
+                          " only they (or an administrator) can replace it")
+
+
+def ingest(product_dir, member=None):
+    """Ingest one product directory, submitted by ``member`` (a job's
+    owner; None from the command line); returns dict(obs_id,
+    obs_publisher_did, n_sources, calib_level, calibration_error, new_targets)."""
     from gavo import base
     product_dir = Path(product_dir).resolve()
     summary = _read_summary(product_dir)
@@ -109,10 +136,12 @@ def ingest(product_dir):
     rd = api.getRD(RD_ID)
     target, accref = _product_place(obs_id)
     target.parent.mkdir(parents=True, exist_ok=True)
-    backup = _place_files(product_dir, target, summary.products)
     options = api.getParseOptions(validateRows=True)
+    backup = None
     try:
         with base.getWritableAdminConn() as conn:
+            _claim(conn, obs_id, member)
+            backup = _place_files(product_dir, target, summary.products, member)
             _delete_rows(conn, obs_id, accref)
             api.makeData(rd.getById("import_images"), forceSource=str(target / "calibrated.fits"),
                          connection=conn, parseOptions=options, runCommit=False)
@@ -130,7 +159,8 @@ def ingest(product_dir):
     except Exception as exc:
         pub_did = _stored_pub_did(summary) if database.is_disconnect(exc) else None
         if pub_did is None:
-            _restore_files(target, backup)
+            if backup is not None:
+                _restore_files(target, backup)
             if database.is_disconnect(exc):
                 raise ArchiveUnavailable() from exc
             if isinstance(exc, IngestError):

@@ -198,7 +198,7 @@ def _reduce_and_archive(job, inputTable):
                                   " not stored — submit it again later") from exc
         raise
     try:
-        archived = ingest.ingest(wd)
+        archived = ingest.ingest(wd, member=job.owner)
     except ingest.ArchiveUnavailable as exc:
         raise ReductionFailed(str(exc)) from exc
     except ingest.IngestError as exc:

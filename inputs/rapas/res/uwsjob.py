@@ -29,6 +29,11 @@ class Job:
         return Path(self._job.getWD())
 
     @property
+    def owner(self):
+        """The member who submitted the job (None for an anonymous job)."""
+        return self._job.owner
+
+    @property
     def execution_duration(self):
         """Seconds the job may run, or None for no limit."""
         return self._job.executionDuration or None
