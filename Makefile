@@ -126,7 +126,7 @@ urls:
 	@echo "  demo image     $$(curl -s '$(SERVER)/tap/sync?LANG=ADQL&REQUEST=doQuery&RESPONSEFORMAT=csv&QUERY=SELECT+obs_id+FROM+rapas.images' | tail -n +2 | head -1)"
 
 test: deps postgres venv
-	cd $(REPO) && $(PY) -m pytest -q
+	cd $(REPO) && $(PY) -m pytest -q --durations=20
 
 bench: venv
 	$(PY) -m processing.bench

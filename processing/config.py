@@ -88,6 +88,10 @@ class Config:
     saturation: float | None = None
     #: the colour plane (G, R or B) reduced from a raw Bayer mosaic
     colour_plane: str = "G"
+    #: the largest image reduced, in pixels (the pipeline needs about 60 bytes
+    #: a pixel: 120 Mpx, e.g. a 61-Mpx QHY600 frame twice over, is about 7 GB);
+    #: larger ones, and files whose headers claim more, are refused unread
+    max_image_pixels: int = 120_000_000
     psf_photometry: bool = True
     #: mask cosmic rays (LA Cosmic): True, False, or None to do it when most
     #: detections are sharper than any PSF (a raw exposure)

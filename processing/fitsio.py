@@ -11,6 +11,7 @@ What loading does, each step noted for the log:
 - reduces one colour plane of a raw Bayer mosaic at half resolution.
 The header's WCS keywords follow every change of the pixel grid.
 """
+import gzip
 import warnings
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ import numpy as np
 from astropy.io import fits
 
 from . import camera
+from .config import Config
 from .errors import InputError, one_line
 
 
@@ -62,13 +64,66 @@ def _refuse_other_formats(path):
                              " or PixInsight, and submit that")
 
 
-def _image_hdus(hdul):
-    """(index, hdu) of every HDU holding an image of two or more axes."""
-    found = []
+BLOCK = 2880
+
+
+def _refuse_gzip_bomb(path, max_pixels):
+    """For a gzip file, walk its headers in the decompressed stream first
+    (astropy decompresses the whole file to open it: 15 s for a 6-MB file
+    declaring 6 GB of zeros) and refuse it once its images declare more than
+    ``max_pixels``; only the data before that point is decompressed."""
+    with open(path, "rb") as f:
+        if f.read(2) != b"\x1f\x8b":
+            return
+    declared = 0
+    with gzip.open(path, "rb") as stream:
+        while (header := _next_header(stream)) is not None:
+            naxes = [int(header.get(f"NAXIS{k}", 0)) for k in range(1, int(header.get("NAXIS", 0)) + 1)]
+            if len(naxes) >= 2:
+                declared += int(np.prod(naxes, dtype=np.float64))
+                _refuse_pixels(path, declared, max_pixels)
+            size = abs(int(header.get("BITPIX", 8))) // 8 * int(header.get("GCOUNT", 1)) * (
+                int(header.get("PCOUNT", 0)) + (int(np.prod(naxes, dtype=np.float64)) if naxes else 0))
+            for _ in range(-(-size // BLOCK)):
+                if len(stream.read(BLOCK)) < BLOCK:
+                    return
+
+
+def _next_header(stream):
+    """The next FITS header in a stream, or None at its end (or when it is
+    not FITS: astropy then says what it is)."""
+    cards = b""
+    while len(cards) < 1000 * BLOCK:
+        block = stream.read(BLOCK)
+        if len(block) < BLOCK:
+            return None
+        cards += block
+        if any(block[k:k + 8] == b"END     " for k in range(0, BLOCK, 80)):
+            return fits.Header.fromstring(cards.decode("ascii", "replace"))
+    return None
+
+
+def _refuse_pixels(path, declared, max_pixels):
+    if declared > max_pixels:
+        raise InputError(f"{_name(path)} declares {declared / 1e6:,.0f} million pixels, more than this"
+                         f" archive reduces ({max_pixels / 1e6:,.0f} million): bin or crop the frame"
+                         " and submit it again")
+
+
+def _image_hdus(hdul, path, max_pixels):
+    """(index, hdu) of every HDU holding an image of two or more axes.
+
+    Refused as soon as the images' headers declare more than ``max_pixels``
+    pixels in all, before the pixels are read or decompressed (astropy
+    reads HDUs, and decompresses fpack tiles, only when asked).
+    """
+    found, declared = [], 0
     for i, hdu in enumerate(hdul):
         naxes = [hdu.header.get(f"NAXIS{k}", 0) for k in range(1, hdu.header.get("NAXIS", 0) + 1)]
         if hdu.is_image and len(naxes) >= 2 and all(n > 0 for n in naxes):
             found.append((i, hdu))
+            declared += int(np.prod(naxes, dtype=np.float64))
+            _refuse_pixels(path, declared, max_pixels)
     return found
 
 
@@ -91,13 +146,13 @@ def _with_primary(header, primary):
     return header
 
 
-def _read(path, notes):
+def _read(path, notes, max_pixels):
     """(data, header, hdu index, integer max, saturation) of the file's frame."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with fits.open(path, memmap=False) as hdul:
+            images = _image_hdus(hdul, path, max_pixels)
             hdul.verify("silentfix")
-            images = _image_hdus(hdul)
             if not images:
                 raise InputError(f"{_name(path)} holds no image: no HDU with a 2-D data array")
             headers = [hdu.header for _, hdu in images]
@@ -133,9 +188,10 @@ def _assembled(hdul, images, notes):
     return data, header, images[0][0], None, saturation
 
 
-def load_frame(path, colour="G"):
+def load_frame(path, colour="G", max_pixels=Config.max_image_pixels):
     """Read the frame; raise ``InputError`` when unusable.  ``colour`` is the
-    plane (G, R or B) reduced from a raw Bayer mosaic.
+    plane (G, R or B) reduced from a raw Bayer mosaic; ``max_pixels`` the
+    largest image read.
 
     Degenerate axes of length 1 (NAXIS3 = 1) are dropped; a real cube is
     refused.  Non-finite pixels are masked, never replaced silently.
@@ -143,7 +199,8 @@ def load_frame(path, colour="G"):
     notes = []
     try:
         _refuse_other_formats(path)
-        data, header, index, integer_max, saturation = _read(path, notes)
+        _refuse_gzip_bomb(path, max_pixels)
+        data, header, index, integer_max, saturation = _read(path, notes, max_pixels)
     except InputError:
         raise
     except (OSError, ValueError, TypeError, IndexError) as exc:

@@ -29,7 +29,7 @@ def sha256(path):
 def load(r):
     """The frame's pixels and header (overscan removed, trimmed) and its checksum."""
     r.checksum = sha256(r.image_path)
-    r.frame = load_frame(r.image_path, r.config.colour_plane)
+    r.frame = load_frame(r.image_path, r.config.colour_plane, r.config.max_image_pixels)
     for note in r.frame.notes:
         r.log(note)
     h, w = r.frame.data.shape

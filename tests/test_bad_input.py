@@ -147,6 +147,31 @@ def test_implausible_options_are_refused_with_one_line(options, words):
     assert words in str(info.value) and "\n" not in str(info.value)
 
 
+def _claiming_header(nx, ny):
+    header = fits.Header([("SIMPLE", True), ("BITPIX", -32), ("NAXIS", 2), ("NAXIS1", nx), ("NAXIS2", ny)])
+    return header.tostring().encode("ascii")
+
+
+def test_images_declaring_too_many_pixels_are_refused_unread(tmp_path, small_sim):
+    import gzip
+    from processing.fitsio import load_frame
+    # a gzip bomb's head: 40000 x 40000 float32 (6.4 GB of zeros compress to 6 MB)
+    with gzip.open(tmp_path / "bomb.fits.gz", "wb") as f:
+        f.write(_claiming_header(40000, 40000) + bytes(2880 * 100))
+    # a plain file whose header claims 74.5 GiB
+    (tmp_path / "claim.fits").write_bytes(_claiming_header(100_000, 200_000) + bytes(2880))
+    for name, pixels in (("bomb.fits.gz", "1,600"), ("claim.fits", "20,000")):
+        with pytest.raises(InputError, match=f"declares {pixels} million pixels, more than this archive reduces"):
+            load_frame(tmp_path / name)
+    # a real gzip frame still loads; the limit is the configuration's
+    good = small_sim.write(tmp_path / "good.fits")
+    with open(good, "rb") as raw, gzip.open(tmp_path / "good.fits.gz", "wb") as packed:
+        packed.write(raw.read())
+    assert load_frame(tmp_path / "good.fits.gz").data.shape == small_sim.image.shape
+    with pytest.raises(InputError, match="more than this archive reduces"):
+        load_frame(good, max_pixels=small_sim.image.size - 1)
+
+
 def test_non_numbers_in_numeric_options_are_refused_by_the_parser(capsys):
     from processing.cli import _parser
     with pytest.raises(SystemExit):

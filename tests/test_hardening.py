@@ -2,14 +2,17 @@
 cross-site requests, other members' jobs, implausible parameters, and
 header strings observers submit.
 """
+import glob
 import json
+import subprocess
+import time
 import urllib.parse
 
 import pytest
 import pyvo
 import requests
 
-from test_reduction_service import alice, error_message, exposure
+from test_reduction_service import _without_wcs, alice, error_message, exposure
 from uws_client import UWSClient
 
 pytestmark = pytest.mark.archive
@@ -86,10 +89,10 @@ def test_an_out_of_range_parameter_post_changes_nothing(service):
         client.session.delete(job_url, allow_redirects=False)
 
 
+# the pipeline's own checks are unit-tested (test_bad_input); here, that
+# its line reaches the job, and that a value beginning with '-' is a value
 @pytest.mark.parametrize("params, words", [
-    ({"apertures": "1,2"}, "give four increasing positive radii"),
     ({"apertures": "nan,1,2,3"}, "give four increasing positive radii"),
-    ({"site": "1,2,3,4,5"}, "give 'latitude,longitude[,height]'"),
     ({"band": "-x"}, "unknown filter"),
 ])
 def test_malformed_options_end_the_job_with_one_line(service, params, words):
@@ -132,24 +135,7 @@ def test_login_redirects_only_within_the_archive(service):
     assert urllib.parse.urlsplit(local.headers["Location"]).path == "/rapas/q/reduce/form"
 
 
-def test_only_the_submitting_member_replaces_an_image(service):
-    frame = exposure(service, 49)
-    owner = alice(service)
-    job_url, job = owner.submit(frame)
-    assert job.phase == "COMPLETED", error_message(job)
-    obs_id = json.loads(owner.result(job_url, "archive.json"))["obs_id"]
-    tap = pyvo.dal.TAPService(service.url + "/tap")
-    query = f"SELECT filter, submitted_by FROM rapas.images WHERE obs_id = '{obs_id}'"
-    assert [tuple(row) for row in tap.search(query).to_table()] == [("G", "alice")]
-    _, other = UWSClient(service.jobs_url, auth=("bob", "b0bb0b")).submit(frame, band="RP")
-    assert other.phase == "ERROR" and f"in the archive already as {obs_id}" in error_message(other)
-    assert [tuple(row) for row in tap.search(query).to_table()] == [("G", "alice")]
-    _, again = owner.submit(frame, band="RP")
-    assert again.phase == "COMPLETED", error_message(again)
-    assert [tuple(row) for row in tap.search(query).to_table()] == [("RP", "alice")]
-
-
-def test_the_same_file_submitted_twice_at_once_is_archived_once_with_its_files(service):
+def test_one_file_submitted_twice_at_once_is_archived_once_and_is_its_members(service):
     frame = exposure(service, 50)
     client = alice(service)
     jobs = [client.create(frame, PHASE="RUN") for _ in range(2)]
@@ -160,9 +146,38 @@ def test_the_same_file_submitted_twice_at_once_is_archived_once_with_its_files(s
     obs_id = archived[0]["obs_id"]
     assert archived[1]["obs_id"] == obs_id
     tap = pyvo.dal.TAPService(service.url + "/tap")
-    assert len(tap.search(f"SELECT obs_id FROM rapas.images WHERE obs_id = '{obs_id}'")) == 1
+    query = f"SELECT filter, submitted_by FROM rapas.images WHERE obs_id = '{obs_id}'"
+    assert [tuple(row) for row in tap.search(query).to_table()] == [("G", "alice")]
     links = pyvo.dal.adhoc.DatalinkResults.from_result_url(
         f"{service.url}/rapas/q/dl/dlmeta?ID={urllib.parse.quote(archived[0]['obs_publisher_did'])}").to_table()
     for url in links["access_url"]:
         if url:
             assert requests.get(url, timeout=60).status_code == 200, url
+    # another member cannot replace it (its owner can: test_resubmitting_the_same_file_replaces_it)
+    _, other = UWSClient(service.jobs_url, auth=("bob", "b0bb0b")).submit(frame, band="RP")
+    assert other.phase == "ERROR" and f"in the archive already as {obs_id}" in error_message(other)
+    assert [tuple(row) for row in tap.search(query).to_table()] == [("G", "alice")]
+
+
+def _solver_processes(job_id):
+    """Command lines of the processes working in the job's temporary directory."""
+    found = subprocess.run(["pgrep", "-af", f"/{job_id}/tmp/"], capture_output=True, text=True)
+    return found.stdout.splitlines()
+
+
+def test_abort_stops_the_plate_solver_and_leaves_no_temporary_files(service):
+    before = set(glob.glob("/tmp/rapas-solve-*"))
+    client = alice(service)
+    job_url = client.create(_without_wcs(service), solve_timeout="120", PHASE="RUN")
+    job_id = job_url.rstrip("/").rsplit("/", 1)[-1]
+    deadline = time.monotonic() + 120
+    while not any("solve-field" in line for line in _solver_processes(job_id)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert any("solve-field" in line for line in _solver_processes(job_id)), "the solver never started"
+    assert client.abort(job_url).status_code == 303
+    assert client.wait(job_url).phase == "ABORTED"
+    deadline = time.monotonic() + 10
+    while _solver_processes(job_id) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _solver_processes(job_id) == []
+    assert set(glob.glob("/tmp/rapas-solve-*")) == before

@@ -76,36 +76,53 @@ def pipeline_arguments(inputTable):
     return options
 
 
-def _job_environment():
-    """The server's environment, single-threaded numerics, and DaCHS's cache
-    directory for reference-catalogue fields unless RAPAS_CACHE_DIR says otherwise."""
+def _job_environment(wd):
+    """The server's environment, single-threaded numerics, DaCHS's cache
+    directory for reference-catalogue fields unless RAPAS_CACHE_DIR says
+    otherwise, and temporary files (the plate solver's) in the job's
+    directory, which goes with the job."""
     from gavo import base
     env = dict(os.environ, **SINGLE_THREADED)
     env.setdefault("RAPAS_CACHE_DIR", os.path.join(base.getConfig("cacheDir"), "rapas"))
+    (wd / "tmp").mkdir(exist_ok=True)
+    env["TMPDIR"] = str(wd / "tmp")
     return env
 
 
-def _run_pipeline(job, image, options):
-    """Run rapas-reduce in its own process group; returns its exit status.
+def _kill_pipeline(process):
+    """SIGKILL the pipeline and everything it started: its process group,
+    and the processes of its session that made groups of their own
+    (coreutils ``timeout`` around the plate solver does)."""
+    session = process.pid               # start_new_session: the pipeline leads its session
+    members = [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+    for pid in [process.pid] + members:
+        try:
+            if pid == process.pid or os.getsid(pid) == session:
+                os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    process.wait()
 
-    SIGINT (DaCHS's ABORT) and executionDuration both stop the whole group.
+
+def _run_pipeline(job, image, options):
+    """Run rapas-reduce in a session of its own; returns its exit status.
+
+    SIGINT (DaCHS's ABORT) and executionDuration both stop the whole session.
     """
     wd = job.wd
     command = [REDUCE, str(image), "--out", str(wd), "--quiet", *options]
     with open(wd / "pipeline.stderr", "wb") as stderr:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr,
-                                   start_new_session=True, cwd=wd, env=_job_environment())
+                                   start_new_session=True, cwd=wd, env=_job_environment(wd))
     limit = job.execution_duration
     try:
         return process.wait(timeout=limit)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        _kill_pipeline(process)
         raise ReductionFailed(f"the reduction ran longer than the job's executionDuration"
                               f" of {limit} s and was stopped; nothing was ingested")
     except KeyboardInterrupt:          # ABORT: DaCHS sends SIGINT to this process
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        _kill_pipeline(process)
         raise
 
 
