@@ -72,11 +72,11 @@ def _uws_capability(service):
 def _capabilities_tree(self, request, _dachs=vosi.VOSICapabilityRenderer._getTree):
     """DaCHS's VOSI capabilities, with the namespaces their interfaces use,
     and the UWS job list of services whose core says ``advertises_uws``."""
-    root = _dachs(self, request)
-    root._additionalPrefixes = frozenset(root._additionalPrefixes) | {"vs", "xsi"}
+    capabilities = _dachs(self, request)
+    capabilities._additionalPrefixes = frozenset(capabilities._additionalPrefixes) | {"vs", "xsi"}
     if getattr(getattr(self.service, "core", None), "advertises_uws", False):
-        root[_uws_capability(self.service)]
-    return root
+        capabilities[_uws_capability(self.service)]
+    return capabilities
 
 
 def _own_origins(request):
