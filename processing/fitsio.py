@@ -68,20 +68,21 @@ BLOCK = 2880
 
 
 def _refuse_gzip_bomb(path, max_pixels):
-    """For a gzip file, walk its headers in the decompressed stream first
-    (astropy decompresses the whole file to open it: 15 s for a 6-MB file
-    declaring 6 GB of zeros) and refuse it once its images declare more than
-    ``max_pixels``; only the data before that point is decompressed."""
+    """For a gzip file, read its headers in the decompressed stream up to
+    the first image's (astropy decompresses the whole file to open it: 15 s
+    for a 6-MB file declaring 6 GB of zeros) and refuse it when that image
+    declares more than ``max_pixels``.  Later HDUs are left to
+    ``_image_hdus``, which refuses them before their pixels are read: a
+    legitimate frame is not decompressed twice."""
     with open(path, "rb") as f:
         if f.read(2) != b"\x1f\x8b":
             return
-    declared = 0
     with gzip.open(path, "rb") as stream:
         while (header := _next_header(stream)) is not None:
             naxes = [int(header.get(f"NAXIS{k}", 0)) for k in range(1, int(header.get("NAXIS", 0)) + 1)]
-            if len(naxes) >= 2:
-                declared += int(np.prod(naxes, dtype=np.float64))
-                _refuse_pixels(path, declared, max_pixels)
+            if len(naxes) >= 2 and str(header.get("XTENSION", "IMAGE")).strip() == "IMAGE":
+                _refuse_pixels(path, int(np.prod(naxes, dtype=np.float64)), max_pixels)
+                return
             size = abs(int(header.get("BITPIX", 8))) // 8 * int(header.get("GCOUNT", 1)) * (
                 int(header.get("PCOUNT", 0)) + (int(np.prod(naxes, dtype=np.float64)) if naxes else 0))
             for _ in range(-(-size // BLOCK)):
