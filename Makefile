@@ -73,14 +73,18 @@ deploy: postgres site
 	dachs imp //obscore
 	dachs imp //uws enable_useruws
 	@# tables of an older RD are rebuilt from the product files on disk; the
-	@# members' targets are kept aside and restored (and measured again)
+	@# members' targets and the withdrawals' audit trail are kept aside and
+	@# restored (the targets measured again)
 	@if dachs val -c rapas/q 2>&1 | grep -q "No matches in DB\|mismatching"; then \
 	  echo "rapas/q: the tables differ from the RD; re-creating them from $(RESDIR)/data"; \
 	  mkdir -p $(BUILD); $(DACHS_PY) $(RESDIR)/res/lightcurve.py --export $(BUILD)/targets.jsonl 2>/dev/null || true; \
+	  psql -d gavo -qc "\copy rapas.withdrawals TO '$(BUILD)/withdrawals.csv' CSV" 2>/dev/null || true; \
 	  dachs drop rapas/q; fi
 	dachs imp rapas/q
 	@if [ -s $(BUILD)/targets.jsonl ]; then $(DACHS_PY) $(RESDIR)/res/lightcurve.py --import $(BUILD)/targets.jsonl \
 	  && mv $(BUILD)/targets.jsonl $(BUILD)/targets.restored.jsonl; fi
+	@if [ -s $(BUILD)/withdrawals.csv ]; then psql -d gavo -qc "\copy rapas.withdrawals FROM '$(BUILD)/withdrawals.csv' CSV" \
+	  && mv $(BUILD)/withdrawals.csv $(BUILD)/withdrawals.restored.csv; fi
 	dachs imp -m rapas/q
 	@# the ObsCore view is rebuilt from what rapas/q contributes now
 	dachs imp //obscore
@@ -117,6 +121,7 @@ urls:
 	@echo "  TAP (ObsCore)  $(SERVER)/tap          tables ivoa.obscore, rapas.images, rapas.sources, rapas.notable,"
 	@echo "                                               rapas.targets, rapas.lightcurves, rapas.instruments"
 	@echo "  targets form   $(SERVER)/rapas/q/target_edit/form   (members)"
+	@echo "  withdraw form  $(SERVER)/rapas/q/withdraw/form   (members, their own images)"
 	@echo "  TAP examples   $(SERVER)/tap/examples"
 	@echo "  cone search    $(SERVER)/rapas/q/cone/scs.xml"
 	@echo "  reduction UWS  $(SERVER)/rapas/q/reduce/async   (members)"

@@ -392,6 +392,21 @@
       description="Why there is no measurement (masked position, uncalibrated image), NULL otherwise"/>
   </table>
 
+  <table id="withdrawals" onDisk="True" primary="obs_id,withdrawn_at">
+    <meta name="description">The audit trail of images withdrawn from the
+      archive (res/ingest.py --remove by an administrator, or a member's
+      own through rapas/q/withdraw): one row per withdrawal.  Not
+      published.</meta>
+    <column name="obs_id" type="text" required="True" ucd="meta.id;obs" description="The withdrawn image"/>
+    <column name="withdrawn_at" type="timestamp" required="True" ucd="time.processing"
+      description="When it was withdrawn (UTC)"/>
+    <column name="withdrawn_by" type="text" required="True" ucd="meta.id"
+      description="The member who withdrew it, or 'administrator'"/>
+    <column name="submitted_by" type="text" ucd="meta.id" description="The member who had submitted it"/>
+    <column name="reason" type="text" ucd="meta.note" description="Why, as given"/>
+    <column name="checksum" type="text" ucd="meta.checksum" description="SHA-256 of the submitted file"/>
+  </table>
+
   <!-- Frames come in one at a time through res/ingest.py (one transaction
     for an image and its sources).  A plain "dachs imp rapas/q" only catches
     up on product directories that are not in the tables yet. -->
@@ -556,6 +571,7 @@
   <data id="create_followup" updating="True">
     <make table="targets"/>
     <make table="lightcurves"/>
+    <make table="withdrawals"/>
   </data>
 
   <data id="create_views">
@@ -824,6 +840,45 @@
         </setup>
         <code>
           return lightcurve.serve_request(self.outputTable, inputTable, queryMeta)
+        </code>
+      </coreProc>
+    </pythonCore>
+  </service>
+
+  <service id="withdraw" allowed="form,api" limitTo="rapas">
+    <meta name="title">Withdraw a RAPAS image (members)</meta>
+    <meta name="description">Withdraw an image you submitted (a mistaken
+      submission, a retracted frame): its rows, sources, light-curve points
+      and product files leave the archive, and an audit row records who,
+      when and why.  Members of the RAPAS network only, for their own
+      images; an administrator withdraws any with res/ingest.py --remove.
+      Scripts use the api renderer (the answer is a VOTable, a refusal one
+      line in its QUERY_STATUS).</meta>
+    <pythonCore>
+      <inputTable>
+        <inputKey name="obs_id" type="text" required="True" tablehead="Obs. id"
+          description="The image to withdraw (rapas.images.obs_id)"/>
+        <inputKey name="reason" type="text" required="True" tablehead="Reason"
+          description="Why it is withdrawn (kept in the audit trail)"/>
+      </inputTable>
+      <outputTable>
+        <column original="withdrawals.obs_id"/>
+        <column original="withdrawals.withdrawn_by"/>
+      </outputTable>
+      <coreProc>
+        <setup>
+          <code>
+            ingest, _ = utils.loadPythonModule(base.getConfig("inputsDir") + "/rapas/res/ingest")
+          </code>
+        </setup>
+        <code>
+          try:
+            done = ingest.remove(inputTable.getParam("obs_id").strip(), member=queryMeta["user"],
+              reason=inputTable.getParam("reason"))
+          except ingest.IngestError as exc:
+            raise base.ValidationError(str(exc), "obs_id")
+          return rsc.TableForDef(self.outputTable, rows=[
+            {"obs_id": done["obs_id"], "withdrawn_by": done["withdrawn_by"]}])
         </code>
       </coreProc>
     </pythonCore>

@@ -181,10 +181,11 @@ class DachsInstance:
                                *map(str, product_dirs)], env=self.env, check=check,
                               capture_output=True, text=True)
 
-    def remove(self, *obs_ids, check=True):
-        """Withdraw images from the archive (ingest.py --remove)."""
+    def remove(self, *obs_ids, reason="test clean-up", check=True):
+        """Withdraw images from the archive (ingest.py --remove, an administrator)."""
         return subprocess.run([DACHS_PYTHON, str(REPO / "inputs" / "rapas" / "res" / "ingest.py"), "--remove",
-                               *obs_ids], env=self.env, check=check, capture_output=True, text=True)
+                               *obs_ids, "--reason", reason], env=self.env, check=check, capture_output=True,
+                              text=True)
 
     # Tests sharing the instance each add their own extracts under their own
     # file names: the tables serve the union (the skies are far apart), so

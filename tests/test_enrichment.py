@@ -387,6 +387,8 @@ def test_archive_records_missing_enrichment_and_a_rerun_fills_it(dachs, sky, enr
                      f" (SELECT count(*) FROM rapas.notable WHERE obs_id='{obs_id}'),"
                      f" (SELECT count(*) FROM dc.products WHERE accref LIKE 'rapas/data/{obs_id}/%')")
     assert left == [[0, 0, 0, 0]] and not (dachs.resdir / "data" / obs_id).exists()
+    assert dachs.sql(f"SELECT withdrawn_by, reason FROM rapas.withdrawals WHERE obs_id='{obs_id}'") \
+        == [["administrator", "test clean-up"]]
     again = dachs.remove(obs_id, check=False)
     assert again.returncode == 1 and "not in the archive" in again.stderr
 

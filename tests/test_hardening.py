@@ -181,3 +181,29 @@ def test_abort_stops_the_plate_solver_and_leaves_no_temporary_files(service):
         time.sleep(0.2)
     assert _solver_processes(job_id) == []
     assert set(glob.glob("/tmp/rapas-solve-*")) == before
+
+
+def _withdraw(service, auth, obs_id, reason):
+    return requests.post(service.url + "/rapas/q/withdraw/api", auth=auth,
+                         data={"obs_id": obs_id, "reason": reason}, timeout=60)
+
+
+def test_a_member_withdraws_only_their_own_image_and_it_is_audited(service):
+    client = alice(service)
+    job_url, job = client.submit(exposure(service, 51))
+    assert job.phase == "COMPLETED", error_message(job)
+    obs_id = json.loads(client.result(job_url, "archive.json"))["obs_id"]
+    still_there = f"SELECT (SELECT count(*) FROM rapas.images WHERE obs_id='{obs_id}')," \
+                  f" (SELECT count(*) FROM ivoa.obscore WHERE obs_id='{obs_id}')," \
+                  f" (SELECT count(*) FROM rapas.sources WHERE obs_id='{obs_id}') > 0"
+    refused = _withdraw(service, ("bob", "b0bb0b"), obs_id, "not mine")
+    assert "was not submitted by you" in refused.text
+    assert service.sql(still_there) == [[1, 1, True]]
+    done = _withdraw(service, ("alice", "s3cret"), obs_id, "wrong filter in the header")
+    assert done.status_code == 200 and 'value="ERROR"' not in done.text, done.text[-500:]
+    assert service.sql(still_there) == [[0, 0, False]]
+    log = requests.get(f"{service.url}/rapas/q/files/static/{obs_id}/rapas.log")
+    assert log.status_code == 404
+    assert service.sql(f"SELECT withdrawn_by, submitted_by, reason FROM rapas.withdrawals"
+                       f" WHERE obs_id='{obs_id}'") == [["alice", "alice", "wrong filter in the header"]]
+    assert "is not in the archive" in _withdraw(service, ("alice", "s3cret"), obs_id, "again").text

@@ -24,8 +24,12 @@ directory as ``submitter.txt``); another member's submission of the same
 file is refused with one line naming the image, and only the command line
 (an administrator) replaces anyone's.
 
-``--remove`` withdraws images: their rows go in one transaction, then their
-product directory.
+``--remove`` withdraws images (an administrator: any image; the
+``rapas/q/withdraw`` service: a member's own): their rows go in one
+transaction with an audit row in ``rapas.withdrawals`` (who, when, why, the
+file's SHA-256), then their product directory.
+
+    GAVOSETTINGS=... python3 inputs/rapas/res/ingest.py --remove OBS_ID [OBS_ID ...] [--reason TEXT]
 """
 import json
 import os
@@ -206,23 +210,45 @@ def _stored_pub_did(summary):
         raise
 
 
-def remove(obs_id):
-    """Withdraw an image: its rows (one transaction), then its product files."""
+#: who withdraws from the command line
+ADMINISTRATOR = "administrator"
+
+
+def remove(obs_id, member=None, reason=None):
+    """Withdraw an image: its rows and an audit row (one transaction), then
+    its product files.  ``member`` (None: an administrator) may withdraw
+    only an image they submitted."""
     from gavo import base
     target, accref = _product_place(obs_id)
     with base.getWritableAdminConn() as conn:
-        if not list(conn.query("SELECT 1 FROM rapas.images WHERE obs_id=%(o)s", {"o": obs_id})):
+        conn.execute("SELECT pg_advisory_xact_lock(%(c)s, hashtext(%(o)s))", {"c": LOCK_CLASS, "o": obs_id})
+        rows = list(conn.query("SELECT submitted_by, checksum FROM rapas.images WHERE obs_id=%(o)s", {"o": obs_id}))
+        if not rows:
             raise IngestError(f"{obs_id} is not in the archive")
+        submitter, checksum = rows[0]
+        if member is not None and submitter != member:
+            raise IngestError(f"{obs_id} was not submitted by you: only its submitter or an administrator"
+                              " can withdraw it")
         _delete_rows(conn, obs_id, accref)
+        conn.execute("INSERT INTO rapas.withdrawals (obs_id, withdrawn_at, withdrawn_by, submitted_by, reason,"
+                     " checksum) VALUES (%(o)s, NOW() AT TIME ZONE 'UTC', %(by)s, %(sub)s, %(why)s, %(c)s)",
+                     {"o": obs_id, "by": member or ADMINISTRATOR, "sub": submitter, "why": reason, "c": checksum})
     shutil.rmtree(target, ignore_errors=True)
-    return {"obs_id": obs_id, "removed": True}
+    return {"obs_id": obs_id, "removed": True, "withdrawn_by": member or ADMINISTRATOR}
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     action = ingest
     if argv[:1] == ["--remove"]:
-        action, argv = remove, argv[1:]
+        argv = argv[1:]
+        reason = None
+        if "--reason" in argv[:-1]:
+            at = argv.index("--reason")
+            reason, argv = argv[at + 1], argv[:at] + argv[at + 2:]
+
+        def action(obs_id):
+            return remove(obs_id, reason=reason)
     if not argv:
         print(__doc__, file=sys.stderr)
         return 2
