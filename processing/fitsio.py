@@ -67,6 +67,11 @@ def _refuse_other_formats(path):
 BLOCK = 2880
 
 
+def _axes(header):
+    """The lengths of a header's data axes (NAXIS1, NAXIS2, ...)."""
+    return [int(header.get(f"NAXIS{k}", 0)) for k in range(1, int(header.get("NAXIS", 0)) + 1)]
+
+
 def _refuse_gzip_bomb(path, max_pixels):
     """For a gzip file, read its headers in the decompressed stream up to
     the first image's (astropy decompresses the whole file to open it: 15 s
@@ -79,7 +84,7 @@ def _refuse_gzip_bomb(path, max_pixels):
             return
     with gzip.open(path, "rb") as stream:
         while (header := _next_header(stream)) is not None:
-            naxes = [int(header.get(f"NAXIS{k}", 0)) for k in range(1, int(header.get("NAXIS", 0)) + 1)]
+            naxes = _axes(header)
             if len(naxes) >= 2 and str(header.get("XTENSION", "IMAGE")).strip() == "IMAGE":
                 _refuse_pixels(path, int(np.prod(naxes, dtype=np.float64)), max_pixels)
                 return
@@ -120,7 +125,7 @@ def _image_hdus(hdul, path, max_pixels):
     """
     found, declared = [], 0
     for i, hdu in enumerate(hdul):
-        naxes = [hdu.header.get(f"NAXIS{k}", 0) for k in range(1, hdu.header.get("NAXIS", 0) + 1)]
+        naxes = _axes(hdu.header)
         if hdu.is_image and len(naxes) >= 2 and all(n > 0 for n in naxes):
             found.append((i, hdu))
             declared += int(np.prod(naxes, dtype=np.float64))

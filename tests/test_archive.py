@@ -19,6 +19,7 @@ from astropy.time import Time
 from astropy.wcs import WCS
 
 from dachs_instance import DACHS_PYTHON, REPO
+from test_site_file import PLACEHOLDERS
 
 pytestmark = pytest.mark.archive
 
@@ -358,10 +359,6 @@ def test_datalinklint_finds_no_error_of_the_projects(dachs, archived):
     assert [line for line in errors if line not in theirs] == []
 
 
-RECORD_PLACEHOLDERS = ["Your organisation", "Fill Out", "invalid@example.com", "Delete this line",
-                       "Ordinary street", "Could be same", "UNCONFIGURED", "relatively terse", "<13 chrs"]
-
-
 def _records(dachs):
     """{identifier: ri:Resource element} of the OAI-PMH ListRecords answer, and its bytes."""
     query = urllib.parse.urlencode({"verb": "ListRecords", "metadataPrefix": "ivo_vor"})
@@ -376,7 +373,7 @@ def test_registry_publishes_valid_complete_records_of_every_service(dachs, archi
     records, document = _records(dachs)
     assert dachs.validate_xml(document) is None, dachs.validate_xml(document)
     text = document.decode()
-    assert [p for p in RECORD_PLACEHOLDERS if p in text] == []
+    assert [p for p in PLACEHOLDERS if p in text] == []
     authority = "ivo://rapas.test"
     kinds = {identifier: resource.get("{http://www.w3.org/2001/XMLSchema-instance}type")
              for identifier, resource in records.items()}

@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 import pyvo
 
-from test_reduction_service import exposure
+from test_reduction_service import NOT_FITS, exposure
 
 pytestmark = pytest.mark.archive
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-BROKEN = b"SIMPLE  = this is a shopping list\n" * 200
 
 
 def readme_blocks(section, language):
@@ -54,7 +53,7 @@ def run_python(code, cwd):
 @pytest.fixture
 def frames(service, tmp_path):
     broken = tmp_path / "broken.fits"
-    broken.write_bytes(BROKEN)
+    broken.write_bytes(NOT_FITS)
     return {"good": exposure(service, 43), "broken": broken}
 
 

@@ -24,6 +24,10 @@ from uws_client import UWSClient
 pytestmark = pytest.mark.archive
 
 
+#: bytes that begin like FITS and are not
+NOT_FITS = b"SIMPLE  = this is a shopping list\n" * 200
+
+
 def exposure(service, noise_seed, **header):
     """A FITS exposure of the service's sky with its own noise."""
     sim = simulate_frame(**SKY, noise_seed=noise_seed)
@@ -164,7 +168,7 @@ def test_progress_is_visible_while_the_job_runs(service):
 
 BAD = [
     # name, image bytes factory, filename, params, words in the errorSummary
-    ("not FITS", lambda s: b"SIMPLE  = this is a shopping list\n" * 200, "list.fits", {}, "not a readable FITS"),
+    ("not FITS", lambda s: NOT_FITS, "list.fits", {}, "not a readable FITS"),
     ("truncated FITS", lambda s: exposure(s, 30).read_bytes()[:30000], "cut.fits", {}, "not a readable FITS"),
     ("empty primary, no image HDU", lambda s: _hdul_bytes(fits.PrimaryHDU()), "empty.fits", {}, "no image"),
     ("3-D cube", lambda s: _hdul_bytes(fits.PrimaryHDU(np.zeros((3, 64, 64), np.float32))), "cube.fits", {}, "3-D"),

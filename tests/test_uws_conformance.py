@@ -9,7 +9,7 @@ import threading
 import pytest
 import requests
 
-from test_reduction_service import alice, error_message, exposure
+from test_reduction_service import NOT_FITS, alice, error_message, exposure
 from uws_client import FINAL
 
 pytestmark = pytest.mark.archive
@@ -29,8 +29,7 @@ def run_at_creation(service):
     else: {name: (job URL, final job)}."""
     client = alice(service)
     jobs = {"good": client.create(exposure(service, 41), PHASE="RUN"),
-            "broken": client.create(b"SIMPLE  = this is a shopping list\n" * 200, filename="list.fits",
-                                   PHASE="RUN")}
+            "broken": client.create(NOT_FITS, filename="list.fits", PHASE="RUN")}
     assert all(isinstance(url, str) for url in jobs.values()), jobs
     return {name: (url, client.wait(url, timeout=300)) for name, url in jobs.items()}
 

@@ -118,10 +118,16 @@ def _delete_rows(conn, obs_id, accref):
     conn.execute("DELETE FROM dc.products WHERE accref=%(accref)s", {"accref": accref})
 
 
+def _lock_image(conn, obs_id):
+    """Wait for any other ingestion or withdrawal of this obs_id (until the
+    transaction ends)."""
+    conn.execute("SELECT pg_advisory_xact_lock(%(c)s, hashtext(%(o)s))", {"c": LOCK_CLASS, "o": obs_id})
+
+
 def _claim(conn, obs_id, member):
     """Wait for any other ingestion of this obs_id, then refuse replacing
     another member's image (``member`` None: the command line, which may)."""
-    conn.execute("SELECT pg_advisory_xact_lock(%(c)s, hashtext(%(o)s))", {"c": LOCK_CLASS, "o": obs_id})
+    _lock_image(conn, obs_id)
     owners = [row[0] for row in conn.query("SELECT submitted_by FROM rapas.images WHERE obs_id=%(o)s",
                                            {"o": obs_id})]
     if member and owners and owners[0] and owners[0] != member:
@@ -221,7 +227,7 @@ def remove(obs_id, member=None, reason=None):
     from gavo import base
     target, accref = _product_place(obs_id)
     with base.getWritableAdminConn() as conn:
-        conn.execute("SELECT pg_advisory_xact_lock(%(c)s, hashtext(%(o)s))", {"c": LOCK_CLASS, "o": obs_id})
+        _lock_image(conn, obs_id)
         rows = list(conn.query("SELECT submitted_by, checksum FROM rapas.images WHERE obs_id=%(o)s", {"o": obs_id}))
         if not rows:
             raise IngestError(f"{obs_id} is not in the archive")

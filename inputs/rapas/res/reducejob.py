@@ -94,10 +94,9 @@ def _kill_pipeline(process):
     and the processes of its session that made groups of their own
     (coreutils ``timeout`` around the plate solver does)."""
     session = process.pid               # start_new_session: the pipeline leads its session
-    members = [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
-    for pid in [process.pid] + members:
+    for pid in (int(entry) for entry in os.listdir("/proc") if entry.isdigit()):
         try:
-            if pid == process.pid or os.getsid(pid) == session:
+            if os.getsid(pid) == session:
                 os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass

@@ -78,6 +78,12 @@ class ReductionJob(useruws.UserUWSJobBase):
         self.setParamsFromDict(given)
 
 
+def _refuse_url_upload(request):
+    """Refuse a request whose upload by URL ``sitehooks`` set aside."""
+    if getattr(request, "rapas_url_upload", None):
+        raise base.ValidationError(URL_UPLOAD_REFUSED, "UPLOAD")
+
+
 def _refuse_out_of_range(service, parameters):
     refusal = out_of_range(service.core.inputTable.inputKeys, parameters)
     if refusal:
@@ -104,8 +110,7 @@ class ReductionUWS(useruws.UserUWS):
         return super().getNewIdFromArgs(uwsArgs, paramDict, user)
 
     def getNewIdFromRequest(self, request):
-        if getattr(request, "rapas_url_upload", None):
-            raise base.ValidationError(URL_UPLOAD_REFUSED, "UPLOAD")
+        _refuse_url_upload(request)
         job_id = super().getNewIdFromRequest(request)
         if (request.uwsArgs.get("phase") or "").upper() == "RUN":
             self.changeToPhase(job_id, uws.QUEUED)
@@ -159,8 +164,7 @@ class Parameters(uwsactions.ParameterAction):
         return UWS.makeRoot(_parameters_element(job))
 
     def doPOST(self, job, request):
-        if getattr(request, "rapas_url_upload", None):
-            raise base.ValidationError(URL_UPLOAD_REFUSED, "UPLOAD")
+        _refuse_url_upload(request)
         return super().doPOST(job, request)
 
 

@@ -113,13 +113,9 @@ def keep_login_redirect_local(request):
     """DaCHS's /login sends the browser to any ``nextURL`` (an open
     redirect: a link to the archive that lands on another site); a
     ``nextURL`` off this server becomes the home page."""
-    if request.path.rstrip(b"/") == b"/login":
-        for key in (b"nextURL", "nextURL"):
-            if key in request.args:
-                value = request.args[key][0]
-                text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-                if not is_local_path(text):
-                    request.args[key] = [b"/" if isinstance(value, bytes) else "/"]
+    next_url = request.args.get(b"nextURL") if request.path.rstrip(b"/") == b"/login" else None
+    if next_url and not is_local_path(next_url[0].decode("utf-8", "replace")):
+        request.args[b"nextURL"] = [b"/"]
 
 
 def _archive_child(self, name, request, _dachs=root.ArchiveService.getChild):
