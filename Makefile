@@ -63,7 +63,7 @@ site: deps
 	ln -sfn $(REPO)/inputs/rapas/etc/userconfig.rd $(GAVO_ROOT)/etc/userconfig.rd
 
 deploy: postgres site
-	install -d -o gavo -g gavo $(RESDIR)/data
+	install -d -o gavo -g gavo $(RESDIR)/data $(RESDIR)/staging
 	ln -sfn $(REPO)/rd/q.rd $(RESDIR)/q.rd
 	ln -sfn $(REPO)/rd/refcat.rd $(RESDIR)/refcat.rd
 	ln -sfn $(REPO)/rd/localcat.rd $(RESDIR)/localcat.rd

@@ -417,8 +417,13 @@
     <fitsProdGrammar qnd="True">
       <rowfilter procDef="//products#define">
         <bind key="table">"\schema.images"</bind>
+        <!-- the archive's place of the products, data/OBS_ID/: res/ingest.py
+          reads them from a staging directory beside data/ and moves them
+          there once the rows are committed -->
+        <bind key="accref">"\rdId".split("/")[0] + "/data/" + \inputRelativePath{False}.split("/")[-2] + "/calibrated.fits"</bind>
+        <bind key="path">None</bind>
         <!-- the pipeline's own preview.png, beside the FITS -->
-        <bind key="preview">\inputRelativePath{False}.rsplit("/", 1)[0] + "/preview.png"</bind>
+        <bind key="preview">"\rdId".split("/")[0] + "/data/" + \inputRelativePath{False}.split("/")[-2] + "/preview.png"</bind>
         <bind key="preview_mime">"image/png"</bind>
       </rowfilter>
     </fitsProdGrammar>

@@ -126,6 +126,7 @@ class DachsInstance:
             if not link.exists():
                 link.symlink_to(target)
         (self.resdir / "data").mkdir(exist_ok=True)
+        (self.resdir / "staging").mkdir(exist_ok=True)
 
     def _start_server(self):
         log = open(self.root / "server.log", "ab")
@@ -153,6 +154,15 @@ class DachsInstance:
             except subprocess.TimeoutExpired:
                 os.killpg(self.server.pid, signal.SIGKILL)
                 self.server.wait()
+
+    def crash_server(self):
+        """SIGKILL the server and the job runners it started (its process
+        group), as a crash or an OOM kill of the service would."""
+        os.killpg(self.server.pid, signal.SIGKILL)
+        self.server.wait()
+
+    def start_server(self):
+        self._start_server()
 
     def stop(self):
         self._stop_server()

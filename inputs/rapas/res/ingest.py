@@ -7,17 +7,20 @@ virtual environment:
     GAVOSETTINGS=... python3 inputs/rapas/res/ingest.py --remove OBS_ID [OBS_ID ...]
 
 The product directory is what ``rapas-reduce`` wrote (calibrated.fits,
-sources.fits, summary.json, plots, log).  It is copied to
-``<resdir>/data/<obs_id>/``; then, in one database transaction, the rows of
-an earlier ingestion of the same submitted file (same SHA-256) are deleted
-and the image, its product entry, its sources and the notable objects in
-its field are inserted, and every alert target in its footprint is
-measured on it (forced photometry, ``lightcurve.measure_image``).  If
-anything fails, the transaction is rolled back and the earlier files are
-put back, so the archive is exactly as before.
+sources.fits, summary.json, plots, log).  In one database transaction the
+rows of an earlier ingestion of the same submitted file (same SHA-256) are
+deleted and the image, its product entry, its sources and the notable
+objects in its field are inserted, and every alert target in its footprint
+is measured on it (forced photometry, ``lightcurve.measure_image``).  The
+rows are read from a copy of the products in a staging directory beside the
+archive's ``data/`` (named by the transaction's id, not served); once the
+transaction has committed the copy replaces ``data/<obs_id>/``, and after a
+rollback it is dropped: the archive is exactly as before.  A process killed
+in between leaves its staging directory; ``sweep`` (``--sweep``; the server
+runs it at start and every minute) settles it by the transaction's outcome.
 
-Ingestions of one file (one obs_id) take turns (a PostgreSQL advisory
-lock, taken before any file moves): the same file submitted twice at once
+Ingestions and withdrawals of one file (one obs_id) take turns (a
+PostgreSQL advisory lock, held until its files have settled): the same file submitted twice at once
 is archived once, by the second replacing the first.  The image row records
 the member who submitted it (``submitted_by``, also kept in the product
 directory as ``submitter.txt``); another member's submission of the same
@@ -27,9 +30,10 @@ file is refused with one line naming the image, and only the command line
 ``--remove`` withdraws images (an administrator: any image; the
 ``rapas/q/withdraw`` service: a member's own): their rows go in one
 transaction with an audit row in ``rapas.withdrawals`` (who, when, why, the
-file's SHA-256), then their product directory.
+file's SHA-256); their product directory leaves the archive with the commit.
 
     GAVOSETTINGS=... python3 inputs/rapas/res/ingest.py --remove OBS_ID [OBS_ID ...] [--reason TEXT]
+    GAVOSETTINGS=... python3 inputs/rapas/res/ingest.py --sweep
 """
 import json
 import os
@@ -52,6 +56,8 @@ RD_ID = "rapas/q"
 SUBMITTER_NAME = "submitter.txt"
 #: first key of the per-obs_id advisory locks (the second is the obs_id's hash)
 LOCK_CLASS = 7242
+#: files of ingestions and withdrawals not yet committed, beside data/ (see ``_staging``)
+STAGING = "staging"
 
 
 class IngestError(Exception):
@@ -77,37 +83,87 @@ def _read_summary(product_dir):
         raise IngestError(f"{product_dir}/{contract.SUMMARY_NAME} is unreadable ({exc})") from exc
 
 
-def _place_files(product_dir, target, products, member):
+def _stage_files(product_dir, staged, products, member):
     """Copy the products (the summary's list: a job directory holds more,
-    the upload...) and the submitter's name next to ``target``; return the
-    backup of an older copy."""
-    staging = target.with_name("." + target.name + ".new")
-    backup = target.with_name("." + target.name + ".old")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.rmtree(backup, ignore_errors=True)
-    staging.mkdir(mode=0o755)
+    the upload...) and the submitter's name into ``staged``, a directory
+    named by the obs_id in the transaction's staging directory."""
+    staged.mkdir(mode=0o755, parents=True)
     for name in (p["name"] for p in products):
         if (product_dir / name).is_file():
-            shutil.copyfile(product_dir / name, staging / name)
+            shutil.copyfile(product_dir / name, staged / name)
     if member:
-        (staging / SUBMITTER_NAME).write_text(member + "\n")
-    if target.exists():
-        target.rename(backup)
-    staging.rename(target)
-    return backup
+        (staged / SUBMITTER_NAME).write_text(member + "\n")
 
 
-def _restore_files(target, backup):
-    shutil.rmtree(target, ignore_errors=True)
-    if backup.exists():
-        backup.rename(target)
-
-
-def _product_place(obs_id):
-    """The image's product directory in the archive and its calibrated FITS's accref."""
+def _archive_place(obs_id):
+    """The image's product directory in the archive (served) and its
+    calibrated FITS's accref."""
     from gavo import base
     target = Path(api.getRD(RD_ID).resdir) / "data" / obs_id
     return target, os.path.relpath(target / "calibrated.fits", base.getConfig("inputsDir"))
+
+
+def _staging(xid, obs_id):
+    """Where a transaction (``xid``, PostgreSQL's ``txid_current()``) keeps
+    an image's files until it has committed: ``<resdir>/staging/XID/OBS_ID``
+    (the new products), ``OBS_ID.old`` (those it replaces),
+    ``OBS_ID.withdrawn`` (those of a withdrawn image).  Beside ``data/``,
+    on its file system (moves are renames), and not served."""
+    return Path(api.getRD(RD_ID).resdir) / STAGING / str(xid) / obs_id
+
+
+def _settle(staged, committed):
+    """Make an image's files follow its transaction's outcome: after a
+    commit the staged products replace the archive's (a withdrawal's files
+    go); after a rollback the staged products go (a withdrawal's files come
+    back).  Safe to repeat from any point: the sweep finishes what a killed
+    process began."""
+    target, _ = _archive_place(staged.name)
+    old = staged.with_name(staged.name + ".old")
+    withdrawn = staged.with_name(staged.name + ".withdrawn")
+    if committed:
+        if staged.is_dir():
+            if target.exists():
+                target.rename(old)
+            staged.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(withdrawn, ignore_errors=True)
+    else:
+        shutil.rmtree(staged, ignore_errors=True)
+        if withdrawn.is_dir() and not target.exists():
+            withdrawn.rename(target)
+    try:
+        staged.parent.rmdir()
+    except OSError:
+        pass                     # another image of the transaction, or gone already
+
+
+class _ImageLock:
+    """An obs_id's PostgreSQL advisory lock, held from before any file is
+    staged until its files have settled (past the commit), on a connection
+    of its own: ingestions and withdrawals of one image take turns, and a
+    killed process's lock goes with its connection."""
+
+    def __init__(self, obs_id, wait=True):
+        self.obs_id, self.wait, self.conn = obs_id, wait, None
+
+    def __enter__(self):
+        from gavo import base
+        self.conn = base.getDBConnection("admin", autocommitted=True)
+        function = "pg_advisory_lock" if self.wait else "pg_try_advisory_lock"
+        cursor = self.conn.cursor()
+        cursor.execute(f"SELECT {function}(%(c)s, hashtext(%(o)s))", {"c": LOCK_CLASS, "o": self.obs_id})
+        held = cursor.fetchone()[0] is not False
+        if not held:
+            self.conn.close()
+        return held
+
+    def __exit__(self, *exc):
+        self.conn.close()              # the lock goes with the session
+
+
+def _transaction_id(conn):
+    return list(conn.query("SELECT txid_current()"))[0][0]
 
 
 def _delete_rows(conn, obs_id, accref):
@@ -118,16 +174,9 @@ def _delete_rows(conn, obs_id, accref):
     conn.execute("DELETE FROM dc.products WHERE accref=%(accref)s", {"accref": accref})
 
 
-def _lock_image(conn, obs_id):
-    """Wait for any other ingestion or withdrawal of this obs_id (until the
-    transaction ends)."""
-    conn.execute("SELECT pg_advisory_xact_lock(%(c)s, hashtext(%(o)s))", {"c": LOCK_CLASS, "o": obs_id})
-
-
-def _claim(conn, obs_id, member):
-    """Wait for any other ingestion of this obs_id, then refuse replacing
-    another member's image (``member`` None: the command line, which may)."""
-    _lock_image(conn, obs_id)
+def _refuse_other_members_image(conn, obs_id, member):
+    """Refuse replacing another member's image (``member`` None: the
+    command line, which may)."""
     owners = [row[0] for row in conn.query("SELECT submitted_by FROM rapas.images WHERE obs_id=%(o)s",
                                            {"o": obs_id})]
     if member and owners and owners[0] and owners[0] != member:
@@ -139,27 +188,36 @@ def ingest(product_dir, member=None):
     """Ingest one product directory, submitted by ``member`` (a job's
     owner; None from the command line); returns dict(obs_id,
     obs_publisher_did, n_sources, calib_level, calibration_error, new_targets)."""
-    from gavo import base
     product_dir = Path(product_dir).resolve()
     summary = _read_summary(product_dir)
+    with _ImageLock(summary.obs_id):
+        pub_did = _store(product_dir, summary, member)
+    return {"obs_id": summary.obs_id, "obs_publisher_did": pub_did, "n_sources": summary.n_sources,
+            "calib_level": summary.calib_level, "calibration_error": summary.calibration_error,
+            "new_targets": _follow_alerts(summary)}
+
+
+def _store(product_dir, summary, member):
+    """The rows (one transaction; the products read from the staging
+    directory), then the files into the archive; the image's publisher DID."""
+    from gavo import base
     obs_id = summary.obs_id
     rd = api.getRD(RD_ID)
-    target, accref = _product_place(obs_id)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _, accref = _archive_place(obs_id)
     options = api.getParseOptions(validateRows=True)
-    backup = None
+    staged = None
     try:
         with base.getWritableAdminConn() as conn:
-            _claim(conn, obs_id, member)
-            backup = _place_files(product_dir, target, summary.products, member)
+            _refuse_other_members_image(conn, obs_id, member)
+            xid = _transaction_id(conn)
+            staged = _staging(xid, obs_id)
+            _stage_files(product_dir, staged, summary.products, member)
             _delete_rows(conn, obs_id, accref)
-            api.makeData(rd.getById("import_images"), forceSource=str(target / "calibrated.fits"),
-                         connection=conn, parseOptions=options, runCommit=False)
-            api.makeData(rd.getById("import_sources"), forceSource=str(target / "sources.fits"),
-                         connection=conn, parseOptions=options, runCommit=False)
-            api.makeData(rd.getById("import_notable"), forceSource=str(target / contract.SUMMARY_NAME),
-                         connection=conn, parseOptions=options, runCommit=False)
-            lightcurve.measure_image(conn, summary, target)
+            for data_id, name in (("import_images", "calibrated.fits"), ("import_sources", "sources.fits"),
+                                  ("import_notable", contract.SUMMARY_NAME)):
+                api.makeData(rd.getById(data_id), forceSource=str(staged / name),
+                             connection=conn, parseOptions=options, runCommit=False)
+            lightcurve.measure_image(conn, summary, staged)
             n_rows = list(conn.query("SELECT count(*) FROM rapas.sources WHERE obs_id=%(o)s",
                                      {"o": obs_id}))[0][0]
             if n_rows != summary.n_sources:
@@ -167,20 +225,18 @@ def ingest(product_dir, member=None):
             pub_did = list(conn.query("SELECT publisher_did FROM rapas.images WHERE obs_id=%(o)s",
                                       {"o": obs_id}))[0][0]
     except Exception as exc:
-        pub_did = _stored_pub_did(summary) if database.is_disconnect(exc) else None
-        if pub_did is None:
-            if backup is not None:
-                _restore_files(target, backup)
+        if not (staged is not None and database.is_disconnect(exc) and _outcome(xid)):
+            if staged is not None:
+                _settle(staged, committed=False)
             if database.is_disconnect(exc):
                 raise ArchiveUnavailable() from exc
             if isinstance(exc, IngestError):
                 raise
             raise IngestError(f"ingestion of {product_dir.name} failed and was rolled back:"
                               f" {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
-    shutil.rmtree(backup, ignore_errors=True)
-    return {"obs_id": obs_id, "obs_publisher_did": pub_did, "n_sources": summary.n_sources,
-            "calib_level": summary.calib_level, "calibration_error": summary.calibration_error,
-            "new_targets": _follow_alerts(summary)}
+        pub_did = database.retrying(lambda: _publisher_did(obs_id))    # the commit went through
+    _settle(staged, committed=True)
+    return pub_did
 
 
 def _follow_alerts(summary):
@@ -196,24 +252,27 @@ def _follow_alerts(summary):
         return []
 
 
-def _stored_pub_did(summary):
-    """After the connection died during ingestion: the publisher DID of this file's
-    image row if the commit went through all the same, asked once the
-    database answers again; None if it did not, or if the database does not
-    answer within its wait."""
+def _outcome(xid):
+    """After the connection died during ingestion: whether transaction
+    ``xid`` committed all the same, asked once the database answers again
+    (False if it does not answer within its wait)."""
     from gavo import base
 
     def look():
         with base.getTableConn() as conn:
-            rows = list(conn.query("SELECT publisher_did FROM rapas.images WHERE obs_id=%(o)s AND checksum=%(c)s",
-                                   {"o": summary.obs_id, "c": summary.checksum_sha256}))
-        return rows[0][0] if rows else None
+            return list(conn.query("SELECT txid_status(%(x)s)", {"x": xid}))[0][0] == "committed"
     try:
         return database.retrying(look)
     except Exception as exc:
         if database.is_disconnect(exc):
-            return None
+            return False
         raise
+
+
+def _publisher_did(obs_id):
+    from gavo import base
+    with base.getTableConn() as conn:
+        return list(conn.query("SELECT publisher_did FROM rapas.images WHERE obs_id=%(o)s", {"o": obs_id}))[0][0]
 
 
 #: who withdraws from the command line
@@ -221,31 +280,72 @@ ADMINISTRATOR = "administrator"
 
 
 def remove(obs_id, member=None, reason=None):
-    """Withdraw an image: its rows and an audit row (one transaction), then
-    its product files.  ``member`` (None: an administrator) may withdraw
-    only an image they submitted."""
+    """Withdraw an image: its rows and an audit row (one transaction), its
+    product files out of the archive once that has committed.  ``member``
+    (None: an administrator) may withdraw only an image they submitted."""
     from gavo import base
-    target, accref = _product_place(obs_id)
-    with base.getWritableAdminConn() as conn:
-        _lock_image(conn, obs_id)
-        rows = list(conn.query("SELECT submitted_by, checksum FROM rapas.images WHERE obs_id=%(o)s", {"o": obs_id}))
-        if not rows:
-            raise IngestError(f"{obs_id} is not in the archive")
-        submitter, checksum = rows[0]
-        if member is not None and submitter != member:
-            raise IngestError(f"{obs_id} was not submitted by you: only its submitter or an administrator"
-                              " can withdraw it")
-        _delete_rows(conn, obs_id, accref)
-        conn.execute("INSERT INTO rapas.withdrawals (obs_id, withdrawn_at, withdrawn_by, submitted_by, reason,"
-                     " checksum) VALUES (%(o)s, NOW() AT TIME ZONE 'UTC', %(by)s, %(sub)s, %(why)s, %(c)s)",
-                     {"o": obs_id, "by": member or ADMINISTRATOR, "sub": submitter, "why": reason, "c": checksum})
-    shutil.rmtree(target, ignore_errors=True)
+    target, accref = _archive_place(obs_id)
+    with _ImageLock(obs_id):
+        with base.getWritableAdminConn() as conn:
+            rows = list(conn.query("SELECT submitted_by, checksum FROM rapas.images WHERE obs_id=%(o)s",
+                                   {"o": obs_id}))
+            if not rows:
+                raise IngestError(f"{obs_id} is not in the archive")
+            submitter, checksum = rows[0]
+            if member is not None and submitter != member:
+                raise IngestError(f"{obs_id} was not submitted by you: only its submitter or an administrator"
+                                  " can withdraw it")
+            staged = _staging(_transaction_id(conn), obs_id)
+            staged.parent.mkdir(parents=True, exist_ok=True)
+            _delete_rows(conn, obs_id, accref)
+            conn.execute("INSERT INTO rapas.withdrawals (obs_id, withdrawn_at, withdrawn_by, submitted_by, reason,"
+                         " checksum) VALUES (%(o)s, NOW() AT TIME ZONE 'UTC', %(by)s, %(sub)s, %(why)s, %(c)s)",
+                         {"o": obs_id, "by": member or ADMINISTRATOR, "sub": submitter, "why": reason,
+                          "c": checksum})
+            if target.exists():
+                target.rename(staged.with_name(obs_id + ".withdrawn"))
+        _settle(staged, committed=True)
     return {"obs_id": obs_id, "removed": True, "withdrawn_by": member or ADMINISTRATOR}
+
+
+def sweep():
+    """Finish what killed ingestions and withdrawals left in the staging
+    directory, by their transactions' outcome (PostgreSQL's
+    ``txid_status``): committed files go into the archive (or out of it),
+    rolled-back ones are dropped (or put back).  Images being ingested now
+    (their lock held) are left alone.  Returns what was settled, as
+    (obs_id, committed) pairs."""
+    from gavo import base
+    root = Path(api.getRD(RD_ID).resdir) / STAGING
+    settled = []
+    for transaction in sorted(root.glob("*")) if root.is_dir() else []:
+        for obs_id in sorted({entry.name.split(".")[0] for entry in transaction.iterdir()}):
+            with _ImageLock(obs_id, wait=False) as held:
+                if not held:
+                    continue
+                with base.getTableConn() as conn:
+                    status = list(conn.query("SELECT txid_status(%(x)s)", {"x": int(transaction.name)}))[0][0]
+                if status == "in progress":
+                    continue
+                committed = status == "committed" or (status is None and _in_archive(obs_id))
+                _settle(transaction / obs_id, committed)
+                settled.append((obs_id, committed))
+    return settled
+
+
+def _in_archive(obs_id):
+    from gavo import base
+    with base.getTableConn() as conn:
+        return bool(list(conn.query("SELECT 1 FROM rapas.images WHERE obs_id=%(o)s", {"o": obs_id})))
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     action = ingest
+    if argv == ["--sweep"]:
+        for obs_id, committed in sweep():
+            print(json.dumps({"obs_id": obs_id, "settled": "committed" if committed else "rolled back"}))
+        return 0
     if argv[:1] == ["--remove"]:
         argv = argv[1:]
         reason = None

@@ -4,13 +4,15 @@ It runs a UWS job's reduction (``reducejob.run``), turns a browser form's
 submission into a UWS job, and gives the service its UWS
 (``workerSystem``: DaCHS's user UWS with the UWS 1.1 fixes of
 ``reduceuws``).  The service's parameters stay in the RD (its
-``inputTable``).
+``inputTable``).  In the server, it schedules the recovery pass
+(``recovery``: files and jobs a crash left behind).
 """
 from gavo import api, svcs
 
 reducejob, _ = api.loadPythonModule("reducejob", relativeTo=__file__)
 reduceuws, _ = api.loadPythonModule("reduceuws", relativeTo=__file__)
 sitehooks, _ = api.loadPythonModule("sitehooks", relativeTo=__file__)
+recovery, _ = api.loadPythonModule("recovery", relativeTo=__file__)
 
 
 class Core(svcs.Core):
@@ -22,6 +24,7 @@ class Core(svcs.Core):
     def completeElement(self, ctx):
         super().completeElement(ctx)
         sitehooks.install(self.parent)
+        recovery.install(self.parent)
 
     @property
     def workerSystem(self):

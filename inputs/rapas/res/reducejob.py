@@ -43,6 +43,11 @@ REFCAT = os.environ.get("RAPAS_REFCAT")
 #: OpenBLAS's spinning threads then slow a 4-second reduction to minutes.
 SINGLE_THREADED = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 ARCHIVE = "archive.json"
+#: the pipeline's process id (its session's id), for a runner resuming the job
+PIPELINE_PID = "pipeline.pid"
+#: written into the job's directory when the server hands the job to a new
+#: runner because the first one died (``recovery``)
+RESUMED = "resumed"
 
 
 class ReductionFailed(Exception):
@@ -89,18 +94,26 @@ def _job_environment(wd):
     return env
 
 
-def _kill_pipeline(process):
-    """SIGKILL the pipeline and everything it started: its process group,
-    and the processes of its session that made groups of their own
-    (coreutils ``timeout`` around the plate solver does)."""
-    session = process.pid               # start_new_session: the pipeline leads its session
+def _kill_session(session):
+    """SIGKILL every process of ``session``: the pipeline (its leader) and
+    everything it started, including processes that made groups of their
+    own (coreutils ``timeout`` around the plate solver does)."""
+    for pid in _session_members(session):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _session_members(session):
+    members = []
     for pid in (int(entry) for entry in os.listdir("/proc") if entry.isdigit()):
         try:
             if os.getsid(pid) == session:
-                os.kill(pid, signal.SIGKILL)
+                members.append(pid)
         except (ProcessLookupError, PermissionError):
             pass
-    process.wait()
+    return members
 
 
 def _run_pipeline(job, image, options):
@@ -113,16 +126,57 @@ def _run_pipeline(job, image, options):
     with open(wd / "pipeline.stderr", "wb") as stderr:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr,
                                    start_new_session=True, cwd=wd, env=_job_environment(wd))
+    (wd / PIPELINE_PID).write_text(f"{process.pid}\n")
     limit = job.execution_duration
     try:
         return process.wait(timeout=limit)
     except subprocess.TimeoutExpired:
-        _kill_pipeline(process)
-        raise ReductionFailed(f"the reduction ran longer than the job's executionDuration"
-                              f" of {limit} s and was stopped; nothing was ingested")
+        _kill_session(process.pid)
+        process.wait()
+        raise ReductionFailed(_overtime(limit))
     except KeyboardInterrupt:          # ABORT: DaCHS sends SIGINT to this process
-        _kill_pipeline(process)
+        _kill_session(process.pid)
+        process.wait()
         raise
+
+
+def _overtime(limit):
+    return (f"the reduction ran longer than the job's executionDuration of {limit} s and was stopped;"
+            " nothing was ingested")
+
+
+def _resume_pipeline(job):
+    """For a runner that took over a job whose first runner died: wait for
+    the pipeline that runner started if it still runs (within the job's
+    executionDuration, counted from the pipeline's start), then return its
+    exit status as its products tell it (0: a summary and no error)."""
+    import time
+    wd = job.wd
+    pid_file = wd / PIPELINE_PID
+    if not pid_file.exists():
+        raise ReductionFailed(INTERRUPTED)
+    session = int(pid_file.read_text())
+    limit = job.execution_duration
+    deadline = pid_file.stat().st_mtime + limit if limit else None
+    try:
+        while _session_members(session):
+            if deadline and time.time() > deadline:
+                _kill_session(session)
+                raise ReductionFailed(_overtime(limit))
+            time.sleep(0.5)
+    except KeyboardInterrupt:          # ABORT
+        _kill_session(session)
+        raise
+    if (wd / contract.ERROR_NAME).exists():
+        return 1
+    if (wd / contract.SUMMARY_NAME).exists():
+        return 0
+    raise ReductionFailed(INTERRUPTED)
+
+
+#: a job whose runner and pipeline died with the server before the products were complete
+INTERRUPTED = ("the reduction was interrupted when the archive server stopped; nothing was stored"
+               " — submit the frame again")
 
 
 def _instrument_registry(wd):
@@ -196,9 +250,12 @@ def _reduce_and_archive(job, inputTable):
     if not upload.is_file():
         raise ReductionFailed("no image was uploaded: send the FITS file as the 'image' parameter"
                               " (DALI upload: UPLOAD=image,param:<part name>)")
-    (wd / contract.LOG_NAME).touch()
-    job.list_result(contract.LOG_NAME, "text/plain")
-    status = _run_pipeline(job, upload, pipeline_arguments(inputTable) + _instrument_registry(wd))
+    if (wd / RESUMED).exists():
+        status = _resume_pipeline(job)
+    else:
+        (wd / contract.LOG_NAME).touch()
+        job.list_result(contract.LOG_NAME, "text/plain")
+        status = _run_pipeline(job, upload, pipeline_arguments(inputTable) + _instrument_registry(wd))
     if status != 0:
         raise ReductionFailed(_pipeline_error(wd, status))
     summary = json.loads((wd / contract.SUMMARY_NAME).read_text())
