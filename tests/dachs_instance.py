@@ -32,6 +32,8 @@ maxSyncUploadSize: 20000000
 authority: rapas.test
 [async]
 maxUserUWSRunningDefault: {max_jobs}
+# a sync TAP query's time limit (DaCHS: 60 s), short enough to test it
+defaultExecTimeSync: 15
 """
 
 INIT_SCRIPT = """

@@ -207,3 +207,43 @@ def test_a_member_withdraws_only_their_own_image_and_it_is_audited(service):
     assert service.sql(f"SELECT withdrawn_by, submitted_by, reason FROM rapas.withdrawals"
                        f" WHERE obs_id='{obs_id}'") == [["alice", "alice", "wrong filter in the header"]]
     assert "is not in the archive" in _withdraw(service, ("alice", "s3cret"), obs_id, "again").text
+
+
+#: the test instance's [async]defaultExecTimeSync (tests/dachs_instance.py)
+SYNC_LIMIT = 15
+
+
+def test_a_sync_tap_query_stops_at_its_time_limit_streaming_included(service):
+    if service.sql("SELECT count(*) FROM rapas.sources")[0][0] < 300:
+        job = alice(service).submit(exposure(service, 52))[1]
+        assert job.phase == "COMPLETED", error_message(job)
+    # each fetch of a streamed cross-join is quick: PostgreSQL's statement_timeout never fires
+    query = "SELECT a.source_id, b.source_id, c.source_id FROM rapas.sources AS a, rapas.sources AS b," \
+            " rapas.sources AS c"
+    started = time.monotonic()
+    answer = requests.post(service.url + "/tap/sync", timeout=600, data={
+        "LANG": "ADQL", "REQUEST": "doQuery", "MAXREC": "100000000", "QUERY": query})
+    elapsed = time.monotonic() - started
+    assert elapsed < SYNC_LIMIT + 15, f"the query ran {elapsed:.0f} s"
+    assert 'value="ERROR"' in answer.text and "timed out" in answer.text.lower(), answer.text[-600:]
+    running = service.sql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%rapas.sources AS c%'"
+                          " AND pid != pg_backend_pid()")
+    assert running == [[0]]
+    # the archive keeps answering
+    assert requests.post(service.url + "/tap/sync", timeout=60, data={
+        "LANG": "ADQL", "REQUEST": "doQuery", "QUERY": "SELECT TOP 1 obs_id FROM rapas.images"}).status_code == 200
+
+
+def test_a_tap_jobs_execution_duration_can_be_lowered_not_raised(service):
+    tap = pyvo.dal.TAPService(service.url + "/tap")
+    job = tap.submit_job("SELECT TOP 1 obs_id FROM rapas.images")
+    try:
+        default = job.execution_duration.sec
+        job.execution_duration = 2000000
+        assert job.execution_duration.sec == default == 3600
+        job.execution_duration = 0                    # "unlimited"
+        assert job.execution_duration.sec == default
+        job.execution_duration = 120
+        assert job.execution_duration.sec == 120
+    finally:
+        job.delete()

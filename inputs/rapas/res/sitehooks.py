@@ -14,6 +14,14 @@ process when the archive's RD loads (DaCHS side).
     elsewhere cannot queue jobs or edit targets in the member's name (CSRF);
   - the archive's answers carry ``X-Content-Type-Options: nosniff``;
   - ``/login?nextURL=`` leads only to this server's pages.
+- ``_tap_query_within_its_time``: a TAP query stops at its time limit
+  (``[async]defaultExecTimeSync`` for sync, the job's executionDuration
+  otherwise) however long it streams: DaCHS's PostgreSQL
+  ``statement_timeout`` bounds each statement, and a large result is
+  fetched in many statements (a sync cross-join ran 13 minutes past 60 s).
+- ``_capped_execution_duration``: a UWS job's executionDuration can be
+  shortened, not raised beyond ``[async]defaultExecTime`` (UWS lets the
+  service choose the value it accepts).
 - ``.log`` files (the reduction log, which quotes header values observers
   submitted) are served as ``text/plain; charset=utf-8``, as DaCHS serves
   its other known extensions (twisted knew no ``.log``, and DaCHS's static
@@ -22,12 +30,15 @@ process when the archive's RD loads (DaCHS side).
 Their state lives on the installed functions: DaCHS loads this module again
 when the RD changes, and the hooks must not stack.
 """
+import math
+import threading
+import time
 from urllib.parse import urlsplit
 
 from twisted.web import resource, static
 
 from gavo import base
-from gavo.protocols import dali
+from gavo.protocols import dali, taprunner, uwsactions
 from gavo.registry.model import VOR, VS
 from gavo.web import root, vosi
 
@@ -126,6 +137,41 @@ def _archive_child(self, name, request, _dachs=root.ArchiveService.getChild):
     return cross_site_refusal(request) or _dachs(self, name, request)
 
 
+def _cancel_after(connection, seconds):
+    """Cancel what runs on ``connection`` (psycopg2's thread-safe
+    ``cancel``) from ``seconds`` on, until the query's table closes it (a
+    cancel between two fetches is lost, so it is repeated, for a minute at
+    most)."""
+    time.sleep(seconds)
+    for _ in range(300):
+        if connection.closed:
+            return
+        connection.cancel()
+        time.sleep(0.2)
+
+
+def _tap_query_within_its_time(parameters, job, queryProfile, timeout, _dachs=taprunner.getQTableFromJob):
+    """DaCHS's TAP query table, its query cancelled in the database at
+    ``timeout`` seconds from its start, its result's streaming included
+    (the table's connection is the job's own, closed when it is read)."""
+    started = time.monotonic()
+    table = _dachs(parameters, job, queryProfile, timeout)
+    if timeout and table.connection is not None:
+        remaining = max(0.0, float(timeout) - (time.monotonic() - started))
+        threading.Thread(target=_cancel_after, args=(table.connection, remaining), daemon=True,
+                         name="TAP time limit").start()
+    return table
+
+
+def _capped_execution_duration(literal):
+    """A requested executionDuration (s) as accepted: at most
+    ``[async]defaultExecTime``, which also stands in for 0 (unlimited) and
+    for what is not a positive number."""
+    ceiling = float(base.getConfig("async", "defaultExecTime"))
+    value = float(literal)
+    return value if math.isfinite(value) and 0 < value <= ceiling else ceiling
+
+
 def install(service):
     """Apply the hooks (once) and make ``service`` refuse uploads by URL."""
     static.File.contentTypes[".log"] = "text/plain; charset=utf-8"
@@ -136,4 +182,7 @@ def install(service):
         vosi.VOSICapabilityRenderer._getTree = _capabilities_tree
     if getattr(root.ArchiveService.getChild, "__name__", "") != "_archive_child":
         root.ArchiveService.getChild = _archive_child
+    if getattr(taprunner.getQTableFromJob, "__name__", "") != "_tap_query_within_its_time":
+        taprunner.getQTableFromJob = _tap_query_within_its_time
+    uwsactions.ExecDAction.deserializeValue = staticmethod(_capped_execution_duration)
     dali.mangleUploads.file_only.add("/" + service.rd.sourceId + "/" + service.id + "/")
