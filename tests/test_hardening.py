@@ -247,3 +247,72 @@ def test_a_tap_jobs_execution_duration_can_be_lowered_not_raised(service):
         assert job.execution_duration.sec == 120
     finally:
         job.delete()
+
+
+def _chunked_post(service, path, body_chunks, auth=None, content_type="multipart/form-data; boundary=RAPAS"):
+    """A chunked POST on a socket of its own, as a client streaming an
+    upload: the chunks are sent while the server has not answered.
+    Returns (HTTP status, answer text, body bytes sent)."""
+    import base64
+    import select
+    import socket
+    host, port = urllib.parse.urlsplit(service.url).netloc.split(":")
+    head = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", "Transfer-Encoding: chunked",
+            f"Content-Type: {content_type}"]
+    if auth:
+        head.append("Authorization: Basic " + base64.b64encode(":".join(auth).encode()).decode())
+    sent = 0
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        try:
+            for chunk in body_chunks:
+                if select.select([sock], [], [], 0)[0]:
+                    break                                       # the server has answered
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sent += len(chunk)
+            else:
+                sock.sendall(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = b""
+        try:
+            while part := sock.recv(65536):
+                answer += part
+                if b"\r\n\r\n" in answer and len(answer) > 4096:
+                    break
+        except (ConnectionResetError, TimeoutError):
+            pass
+    status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else None
+    return status, answer.decode("utf-8", "replace"), sent
+
+
+def _resident_memory(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+
+def _upload_part(size, chunk=1 << 20):
+    """A multipart body with a 'image' upload of ``size`` bytes, in chunks."""
+    yield b'--RAPAS\r\nContent-Disposition: form-data; name="UPLOAD"\r\n\r\nimage,param:img\r\n'
+    yield b'--RAPAS\r\nContent-Disposition: form-data; name="img"; filename="f.fits"\r\n' \
+          b'Content-Type: application/fits\r\n\r\n'
+    for start in range(0, size, chunk):
+        yield b"\0" * min(chunk, size - start)
+    yield b"\r\n--RAPAS--\r\n"
+
+
+def test_an_anonymous_chunked_upload_is_refused_before_its_body_is_read(service):
+    from conftest import MAX_UPLOAD
+    path = urllib.parse.urlsplit(service.jobs_url).path
+    before = _resident_memory(service.server.pid)
+    status, answer, sent = _chunked_post(service, path, _upload_part(260_000_000))
+    assert status == 401 and "members of the network" in answer, answer[:400]
+    assert sent < 20_000_000, f"{sent} bytes were read before the refusal"
+    assert _resident_memory(service.server.pid) - before < 50_000_000
+    # a member's chunked upload over the limit is refused whole, not truncated into a job
+    client = alice(service)
+    jobs = _job_count(client)
+    status, answer, sent = _chunked_post(service, path, _upload_part(MAX_UPLOAD + 2_000_000), auth=("alice", "s3cret"))
+    assert status == 413 and f"limit of {MAX_UPLOAD} bytes" in answer, answer[:400]
+    assert _job_count(client) == jobs
+    assert requests.get(service.url + "/tap/availability", timeout=30).status_code == 200

@@ -22,6 +22,13 @@ process when the archive's RD loads (DaCHS side).
 - ``_capped_execution_duration``: a UWS job's executionDuration can be
   shortened, not raised beyond ``[async]defaultExecTime`` (UWS lets the
   service choose the value it accepts).
+- ``_request_body_refusal``: a request with a body to a members-only
+  service (``limitTo``) that carries no credentials is answered 401 as soon
+  as its headers are in, and one whose declared length is over the upload
+  limit 413: their bodies are never read (an anonymous 260 MB chunked
+  upload grew the server by 0.6 GB).  ``_requests_within_the_limit``: a
+  chunked upload over the limit is answered 413 (DaCHS read chunked bodies
+  past its limiter and archived them truncated).
 - ``.log`` files (the reduction log, which quotes header values observers
   submitted) are served as ``text/plain; charset=utf-8``, as DaCHS serves
   its other known extensions (twisted knew no ``.log``, and DaCHS's static
@@ -40,7 +47,7 @@ from twisted.web import resource, static
 from gavo import base
 from gavo.protocols import dali, taprunner, uwsactions
 from gavo.registry.model import VOR, VS
-from gavo.web import root, vosi
+from gavo.web import common, root, vosi
 
 #: the one line a cross-site request is refused with
 CROSS_SITE_REFUSED = ("cross-site request refused: this request came from a page on another site, not from"
@@ -172,6 +179,67 @@ def _capped_execution_duration(literal):
     return value if math.isfinite(value) and 0 < value <= ceiling else ceiling
 
 
+def _answer_before_the_body(request, status, reason, text, headers=()):
+    """Answer ``request`` now, from its headers, and close the connection
+    without reading its body (twisted reads none after ``loseConnection``;
+    a client that asked ``Expect: 100-continue`` sends none)."""
+    body = text.encode("utf-8")
+    head = [f"HTTP/1.1 {status} {reason}", "Content-Type: text/plain; charset=utf-8",
+            f"Content-Length: {len(body)}", "Connection: close", "X-Content-Type-Options: nosniff", *headers]
+    request.requestHeaders.removeHeader(b"expect")
+    request.channel.transport.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+    request.channel.loseConnection()
+    request.rapas_answered = True
+
+
+def _request_body_refusal(request, length):
+    """(status, reason, text, headers) for a request whose body is not to
+    be read, or None."""
+    path = request.channel._path.split(b"?")[0].decode("utf-8", "replace")
+    if length is not None and length > base.getConfig("web", "maxUploadSize"):
+        return (413, "Request Entity Too Large", f"the upload is over this archive's limit of"
+                f" {base.getConfig('web', 'maxUploadSize')} bytes; nothing was stored\n", ())
+    members_only = any(path.startswith(prefix) for prefix in _members_only_paths())
+    has_body = length is None and request.requestHeaders.hasHeader(b"transfer-encoding") or bool(length)
+    if members_only and has_body and not request.requestHeaders.hasHeader(b"authorization"):
+        realm = base.getConfig("web", "realm")
+        return (401, "Unauthorized", "this service is for members of the network: log in (HTTP basic"
+                " authentication) and send the request again\n", (f'WWW-Authenticate: Basic realm="{realm}"',))
+    return None
+
+
+def _members_only_paths():
+    """Path prefixes of the services limited to a group (``limitTo``) in
+    the RDs the hooks were installed for."""
+    for rd_id in common.Request.gotLength.rd_ids:
+        for service in base.caches.getRD(rd_id).services:
+            if service.limitTo:
+                yield f"/{rd_id}/{service.id}/"
+
+
+def _got_length(self, length, _dachs=common.Request.gotLength):
+    """DaCHS's upload limiter, after the refusals that need no body."""
+    _dachs(self, length)
+    refusal = _request_body_refusal(self, length)
+    if refusal:
+        _answer_before_the_body(self, *refusal)
+
+
+def _request_received(self, command, path, version, _dachs=common.Request.requestReceived):
+    """DaCHS's request handling, unless the request was answered from its
+    headers or its (chunked) body went over the upload limit."""
+    if getattr(self, "rapas_answered", False):
+        return
+    if getattr(self.content, "discard", False):
+        limit = self.content.limit
+        self.setResponseCode(413)
+        self.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        self.write(f"the upload is over this archive's limit of {limit} bytes; nothing was stored\n".encode())
+        self.finish()
+        return
+    return _dachs(self, command, path, version)
+
+
 def install(service):
     """Apply the hooks (once) and make ``service`` refuse uploads by URL."""
     static.File.contentTypes[".log"] = "text/plain; charset=utf-8"
@@ -185,4 +253,9 @@ def install(service):
     if getattr(taprunner.getQTableFromJob, "__name__", "") != "_tap_query_within_its_time":
         taprunner.getQTableFromJob = _tap_query_within_its_time
     uwsactions.ExecDAction.deserializeValue = staticmethod(_capped_execution_duration)
+    if getattr(common.Request.gotLength, "__name__", "") != "_got_length":
+        _got_length.rd_ids = set()
+        common.Request.gotLength = _got_length
+        common.Request.requestReceived = _request_received
+    common.Request.gotLength.rd_ids.add(service.rd.sourceId)
     dali.mangleUploads.file_only.add("/" + service.rd.sourceId + "/" + service.id + "/")
