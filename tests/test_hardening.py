@@ -316,3 +316,12 @@ def test_an_anonymous_chunked_upload_is_refused_before_its_body_is_read(service)
     assert status == 413 and f"limit of {MAX_UPLOAD} bytes" in answer, answer[:400]
     assert _job_count(client) == jobs
     assert requests.get(service.url + "/tap/availability", timeout=30).status_code == 200
+
+
+def test_the_image_search_form_answers_a_partial_or_bad_request_with_its_field_errors(service):
+    form = service.url + "/rapas/q/siap2/form"
+    bad = requests.get(form, params={"POS": "abc", "__nevow_form__": "genForm"}, timeout=60)
+    assert bad.status_code < 500, bad.text[-500:]
+    assert "Field POS: Invalid SIAPv2 geometry" in bad.text and "Uncaught Exception" not in bad.text
+    good = requests.get(form, params={"POS": "CIRCLE 210 -12 1", "__nevow_form__": "genForm"}, timeout=60)
+    assert good.status_code == 200 and "Uncaught Exception" not in good.text, good.text[-500:]

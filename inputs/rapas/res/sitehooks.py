@@ -29,6 +29,11 @@ process when the archive's RD loads (DaCHS side).
   upload grew the server by 0.6 GB).  ``_requests_within_the_limit``: a
   chunked upload over the limit is answered 413 (DaCHS read chunked bodies
   past its limiter and archived them truncated).
+- ``customwidgets.Interval.processInput``'s defaults are bytes, as the
+  values it decodes: a form request that leaves out an interval field
+  (``/rapas/q/siap2/form?POS=abc``, as curl or a bookmark sends it) was an
+  HTTP 500 ("'str' object has no attribute 'decode'") instead of the form
+  with its field errors.
 - ``.log`` files (the reduction log, which quotes header values observers
   submitted) are served as ``text/plain; charset=utf-8``, as DaCHS serves
   its other known extensions (twisted knew no ``.log``, and DaCHS's static
@@ -46,6 +51,7 @@ from twisted.web import resource, static
 
 from gavo import base
 from gavo.protocols import dali, taprunner, uwsactions
+from gavo.svcs import customwidgets
 from gavo.registry.model import VOR, VS
 from gavo.web import common, root, vosi
 
@@ -253,6 +259,7 @@ def install(service):
     if getattr(taprunner.getQTableFromJob, "__name__", "") != "_tap_query_within_its_time":
         taprunner.getQTableFromJob = _tap_query_within_its_time
     uwsactions.ExecDAction.deserializeValue = staticmethod(_capped_execution_duration)
+    customwidgets.Interval.processInput.__defaults__ = ([b"", b""],)
     if getattr(common.Request.gotLength, "__name__", "") != "_got_length":
         _got_length.rd_ids = set()
         common.Request.gotLength = _got_length
