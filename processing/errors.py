@@ -55,3 +55,12 @@ class CatalogueError(PipelineError):
     """A reference catalogue could not be read or queried."""
 
     stage = "catalogue"
+
+
+class OutOfSpaceError(PipelineError):
+    """The disk the products go to is full (ENOSPC)."""
+
+    stage = "products"
+
+    def __init__(self):
+        super().__init__("out of disk space while writing the products; nothing usable was written")

@@ -6,6 +6,7 @@ context and adds its own result.  The runner logs each stage's start, end
 and time, and collects warnings in one place (the log and the summary).
 """
 import ctypes
+import errno
 import json
 import shutil
 import traceback
@@ -18,7 +19,7 @@ from astropy.table import Table
 from . import __version__, astrometry, stages
 from .config import Config
 from .contract import ERROR_NAME, LOG_NAME, PRODUCT_NAMES, SUMMARY_NAME, Summary
-from .errors import PipelineError
+from .errors import OutOfSpaceError, PipelineError
 from .logbook import Logbook, warnings_into
 
 #: (stage name, function of the Reduction), in the order they run
@@ -153,19 +154,20 @@ def reduce(image_path, out_dir, config=None, echo=False):
     try:
         with warnings_into(log):
             run_stages(r)
+        r.summary.processing_time_s = round(log.elapsed, 3)
+        r.summary.stage_times_s = {k: round(v, 3) for k, v in log.timings.items()}
+        r.summary.stage_cpu_s = {k: round(v, 3) for k, v in log.cpu_timings.items()}
+        log.close()
+        write_summary(r.summary, out)
     except PipelineError as exc:
         _fail(out, log, exc)
         raise
-    except Exception as exc:            # the traceback goes to the log, one line to the user
-        log(traceback.format_exc().rstrip())
-        wrapped = InternalError(f"internal error in stage {log.stage}: {type(exc).__name__}: {exc}")
-        _fail(out, log, wrapped)
-        raise wrapped from exc
-    r.summary.processing_time_s = round(log.elapsed, 3)
-    r.summary.stage_times_s = {k: round(v, 3) for k, v in log.timings.items()}
-    r.summary.stage_cpu_s = {k: round(v, 3) for k, v in log.cpu_timings.items()}
-    log.close()
-    write_summary(r.summary, out)
+    except Exception as exc:
+        if not _disk_full(out, exc):
+            raise _internal(out, log, exc) from exc
+        full = OutOfSpaceError()
+        _fail_on_a_full_disk(out, log, full)
+        raise full from exc
     return Result(summary=asdict(r.summary), sources=r.sources, out_dir=out)
 
 
@@ -182,6 +184,46 @@ def write_summary(summary, out):
     tmp = out / (SUMMARY_NAME + ".tmp")
     tmp.write_text(json.dumps(asdict(summary), indent=1, default=_json_default))
     tmp.replace(out / SUMMARY_NAME)
+
+
+def _internal(out, log, exc):
+    """The error to raise for an unexpected exception: the traceback goes to
+    the log, one line to the user."""
+    log(traceback.format_exc().rstrip())
+    wrapped = InternalError(f"internal error in stage {log.stage}: {type(exc).__name__}: {exc}")
+    _fail(out, log, wrapped)
+    return wrapped
+
+
+#: free bytes under which the output's disk counts as full after a failure
+FULL_DISK_BYTES = 1 << 20
+
+
+def _disk_full(out, exc):
+    """Whether ``exc`` came from a full disk: ENOSPC anywhere in its chain,
+    or next to no space left where the products go (astropy and the plot
+    process report a full disk in their own words)."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    try:
+        return shutil.disk_usage(out).free < FULL_DISK_BYTES
+    except OSError:
+        return False
+
+
+def _fail_on_a_full_disk(out, log, exc):
+    """``_fail`` as far as a full disk lets it; the partial products go
+    (``summary.json`` was never written, so nothing passes for complete)."""
+    shutil.rmtree(out / ".partial", ignore_errors=True)
+    for name in set(PRODUCT_NAMES) - {LOG_NAME} | {SUMMARY_NAME + ".tmp"}:
+        (out / name).unlink(missing_ok=True)
+    try:
+        _fail(out, log, exc)
+    except OSError:
+        pass
 
 
 def _fail(out, log, exc):

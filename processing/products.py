@@ -25,14 +25,33 @@ def write_all(directory, frame, wcs, summary, sources, cal, data_sub, log):
     finally:
         plotter.join()
     if plotter.exitcode != 0:
+        failure = directory / PLOT_ERROR
+        if failure.exists():
+            log(failure.read_text().rstrip())
+            failure.unlink()
         raise RuntimeError(f"the plotting process failed (exit code {plotter.exitcode})")
     log("products written")
 
 
-def _write_source_plots(*args):
-    """``plots.write_source_plots``, matplotlib imported here: in the child only."""
-    from . import plots
-    plots.write_source_plots(*args)
+#: where the plotting child leaves its traceback for the parent's log
+PLOT_ERROR = ".plot-error"
+
+
+def _write_source_plots(directory, *args):
+    """``plots.write_source_plots``, matplotlib imported here: in the child
+    only.  A failure's traceback goes to a file for the parent to log (the
+    child's stderr is the command's, which says one line)."""
+    import os
+    import traceback
+    try:
+        from . import plots
+        plots.write_source_plots(directory, *args)
+    except BaseException:
+        try:
+            (directory / PLOT_ERROR).write_text(traceback.format_exc())
+        except OSError:
+            pass
+        os._exit(1)
 
 
 def write_calibrated_fits(path, frame, wcs, summary):

@@ -1,7 +1,10 @@
-"""Kills and restarts (#14): an ingestion killed before its commit
-publishes nothing, the staging directory is settled by the transaction's
-outcome, and jobs whose runner died with the server are finished on
-recovery (their frame archived, or ERROR with the reason)."""
+"""Kills, restarts and full disks (#14): an ingestion killed before its
+commit publishes nothing, the staging directory is settled by the
+transaction's outcome, jobs whose runner died with the server are finished
+on recovery (their frame archived, or ERROR with the reason), and a full
+disk in the pipeline or the ingestion ends a job with one line and stores
+nothing."""
+import contextlib
 import json
 import os
 import shutil
@@ -164,3 +167,47 @@ def test_jobs_whose_runner_died_with_the_server_are_finished_on_restart(service,
         assert time.monotonic() - started < 30, "the dead job held its run slot"
     assert not _session_alive(session)
     print(f"recovered in {time.monotonic() - started:.1f} s", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def small_disk(path, size):
+    """A tmpfs of ``size`` (mount's syntax, '3m') mounted on ``path`` for the
+    block: a real full disk (root may mount; skipped where it may not)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def test_the_pipeline_on_a_full_disk_says_so_in_one_line(service, tmp_path):
+    frame = exposure(service, 63)
+    reduce_command = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "rapas-reduce"
+    with small_disk(tmp_path / "disk", "1m") as disk:
+        run = subprocess.run([str(reduce_command), str(frame), "--out", str(disk / "out"), "--no-enrich", "--quiet",
+                              "--refcat", str(service.work / "refcat.fits")], capture_output=True, text=True)
+        left = sorted(p.name for p in (disk / "out").iterdir())
+    assert run.returncode == 2, run.stderr[-800:]
+    assert run.stderr.strip().splitlines() == [
+        "rapas-reduce: out of disk space while writing the products; nothing usable was written"]
+    assert "summary.json" not in left and "calibrated.fits" not in left, left
+
+
+@pytest.mark.parametrize("where, size", [("job", "3m"), ("archive", "1m")])
+def test_a_full_disk_ends_the_job_with_one_line_and_stores_nothing(service, where, size):
+    client = alice(service)
+    before = counts(service)
+    disk = service.root / "state" / "uwsjobs" if where == "job" else service.resdir / "staging"
+    with small_disk(disk, size):
+        job_url, job = client.submit(exposure(service, 64))
+        left = list(disk.rglob("*")) if where == "archive" else []
+    assert job.phase == "ERROR"
+    expected = "the archive is out of disk space; nothing was stored"
+    assert error_message(job) in (expected, f"the frame was reduced but could not be archived: {expected}")
+    assert counts(service) == before
+    assert left == []

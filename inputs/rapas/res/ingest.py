@@ -35,6 +35,7 @@ file's SHA-256); their product directory leaves the archive with the commit.
     GAVOSETTINGS=... python3 inputs/rapas/res/ingest.py --remove OBS_ID [OBS_ID ...] [--reason TEXT]
     GAVOSETTINGS=... python3 inputs/rapas/res/ingest.py --sweep
 """
+import errno
 import json
 import os
 import shutil
@@ -232,6 +233,8 @@ def _store(product_dir, summary, member):
                 raise ArchiveUnavailable() from exc
             if isinstance(exc, IngestError):
                 raise
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                raise IngestError("the archive is out of disk space; nothing was stored") from exc
             raise IngestError(f"ingestion of {product_dir.name} failed and was rolled back:"
                               f" {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
         pub_did = database.retrying(lambda: _publisher_did(obs_id))    # the commit went through

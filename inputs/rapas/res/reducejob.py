@@ -196,20 +196,33 @@ def _instrument_registry(wd):
     return ["--instrument-registry", str(path)]
 
 
+#: the line for a job that ran out of disk space, in the pipeline or the ingestion
+OUT_OF_SPACE = "the archive is out of disk space; nothing was stored"
+
+
+def _out_of_space(text):
+    """Whether an error's text says a disk was full (the pipeline's own
+    message, or an OSError's from code that could not say it)."""
+    return "out of disk space" in text or "[Errno 28]" in text or "No space left on device" in text
+
+
 def _pipeline_error(wd, status):
     """The one line to show for a failed pipeline run."""
     error = wd / "error.json"
+    message = None
     if error.exists():
         try:
-            return json.loads(error.read_text())["message"]
+            message = json.loads(error.read_text())["message"]
         except (ValueError, KeyError):
             pass
-    if status < 0:
-        return (f"the reduction process was killed by signal {-status}"
-                f" ({signal.Signals(-status).name}); nothing was ingested")
-    stderr = (wd / "pipeline.stderr").read_text(errors="replace").strip().splitlines()
-    last = stderr[-1].strip() if stderr else ""
-    return last or f"the reduction process failed with exit status {status}; see rapas.log"
+    if message is None and status < 0:
+        message = (f"the reduction process was killed by signal {-status}"
+                   f" ({signal.Signals(-status).name}); nothing was ingested")
+    if message is None:
+        stderr = (wd / "pipeline.stderr").read_text(errors="replace").strip().splitlines()
+        message = (stderr[-1].strip() if stderr else "") or \
+            f"the reduction process failed with exit status {status}; see rapas.log"
+    return OUT_OF_SPACE if _out_of_space(message) else message
 
 
 def submit_from_form(service, inputTable, queryMeta):
@@ -275,5 +288,7 @@ def _reduce_and_archive(job, inputTable):
     except ingest.ArchiveUnavailable as exc:
         raise ReductionFailed(str(exc)) from exc
     except ingest.IngestError as exc:
+        if _out_of_space(str(exc)):
+            raise ReductionFailed(OUT_OF_SPACE) from exc
         raise ReductionFailed(f"the frame was reduced but could not be archived: {exc}") from exc
     job.write_result(ARCHIVE, "application/json", json.dumps(archived).encode("utf-8"))
