@@ -325,3 +325,21 @@ def test_the_image_search_form_answers_a_partial_or_bad_request_with_its_field_e
     assert "Field POS: Invalid SIAPv2 geometry" in bad.text and "Uncaught Exception" not in bad.text
     good = requests.get(form, params={"POS": "CIRCLE 210 -12 1", "__nevow_form__": "genForm"}, timeout=60)
     assert good.status_code == 200 and "Uncaught Exception" not in good.text, good.text[-500:]
+
+
+def test_password_guessing_locks_the_name_out(service):
+    service.add_user("carol", "c4r0l", "rapas")
+    jobs = service.jobs_url
+    assert requests.get(jobs, auth=("carol", "c4r0l"), timeout=30).status_code == 200
+    started = time.monotonic()
+    answers = [requests.get(jobs, auth=("carol", f"guess{i}"), timeout=30).status_code for i in range(10)]
+    assert answers == [401] * 10
+    # locked: the right password is refused too, for the lockout's minute; other members are not affected
+    assert requests.get(jobs, auth=("carol", "c4r0l"), timeout=30).status_code == 401
+    assert time.monotonic() - started < 50
+    assert requests.get(jobs, auth=("alice", "s3cret"), timeout=30).status_code == 200
+    # a right password outside the group is no guess: mallory's own logins do not lock her out
+    for _ in range(12):
+        assert requests.get(jobs, auth=("mallory", "hunter2"), timeout=30).status_code in (401, 403)
+    login = requests.get(service.url + "/login", auth=("mallory", "hunter2"), allow_redirects=False, timeout=30)
+    assert login.status_code in (302, 303)

@@ -34,6 +34,12 @@ process when the archive's RD loads (DaCHS side).
   (``/rapas/q/siap2/form?POS=abc``, as curl or a bookmark sends it) was an
   HTTP 500 ("'str' object has no attribute 'decode'") instead of the form
   with its field errors.
+- ``_throttled_credentials``: after ``LOGIN_FAILURES`` wrong passwords for
+  one user name within ``LOGIN_WINDOW`` seconds, that name's logins are
+  refused for ``LOGIN_LOCKOUT`` seconds without looking at the password
+  (guessing went at about 60 passwords a second).  DaCHS checks
+  credentials without the request, so the count is per name, not per
+  client: a member being guessed at waits out the lockout too.
 - ``.log`` files (the reduction log, which quotes header values observers
   submitted) are served as ``text/plain; charset=utf-8``, as DaCHS serves
   its other known extensions (twisted knew no ``.log``, and DaCHS's static
@@ -50,7 +56,7 @@ from urllib.parse import urlsplit
 from twisted.web import resource, static
 
 from gavo import base
-from gavo.protocols import dali, taprunner, uwsactions
+from gavo.protocols import creds, dali, taprunner, uwsactions
 from gavo.svcs import customwidgets
 from gavo.registry.model import VOR, VS
 from gavo.web import common, root, vosi
@@ -246,6 +252,51 @@ def _request_received(self, command, path, version, _dachs=common.Request.reques
     return _dachs(self, command, path, version)
 
 
+#: wrong passwords for one user name within LOGIN_WINDOW seconds that lock it for LOGIN_LOCKOUT seconds
+LOGIN_FAILURES, LOGIN_WINDOW, LOGIN_LOCKOUT = 10, 60.0, 60.0
+
+
+class _LoginThrottle:
+    """Recent wrong passwords per user name, and the names locked out."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._failures = {}           # name -> monotonic times of recent failures
+        self._locked_until = {}
+
+    def locked(self, name):
+        with self._lock:
+            return self._locked_until.get(name, 0) > time.monotonic()
+
+    def failed(self, name):
+        now = time.monotonic()
+        with self._lock:
+            recent = [t for t in self._failures.get(name, []) if t > now - LOGIN_WINDOW] + [now]
+            self._failures[name] = recent
+            if len(recent) >= LOGIN_FAILURES:
+                self._locked_until[name] = now + LOGIN_LOCKOUT
+                self._failures[name] = []
+            if len(self._failures) > 10000:          # names tried once long ago
+                self._failures = {k: v for k, v in self._failures.items() if v and v[-1] > now - LOGIN_WINDOW}
+
+
+def _throttled_credentials(user, password, reqGroup, _dachs=creds.hasCredentials):
+    """DaCHS's credential check, refused outright for a locked-out name;
+    a wrong password counts towards the lockout (a right one outside the
+    group does not)."""
+    name = user.decode("utf-8", "replace") if isinstance(user, bytes) else (user or "")
+    throttle = _throttled_credentials.throttle
+    if not name:
+        return _dachs(user, password, reqGroup)
+    if throttle.locked(name):
+        return False
+    if _dachs(user, password, reqGroup):
+        return True
+    if not reqGroup or not _dachs(user, password, None):
+        throttle.failed(name)
+    return False
+
+
 def install(service):
     """Apply the hooks (once) and make ``service`` refuse uploads by URL."""
     static.File.contentTypes[".log"] = "text/plain; charset=utf-8"
@@ -260,6 +311,9 @@ def install(service):
         taprunner.getQTableFromJob = _tap_query_within_its_time
     uwsactions.ExecDAction.deserializeValue = staticmethod(_capped_execution_duration)
     customwidgets.Interval.processInput.__defaults__ = ([b"", b""],)
+    if getattr(creds.hasCredentials, "__name__", "") != "_throttled_credentials":
+        _throttled_credentials.throttle = _LoginThrottle()
+        creds.hasCredentials = _throttled_credentials
     if getattr(common.Request.gotLength, "__name__", "") != "_got_length":
         _got_length.rd_ids = set()
         common.Request.gotLength = _got_length
