@@ -343,3 +343,28 @@ def test_password_guessing_locks_the_name_out(service):
         assert requests.get(jobs, auth=("mallory", "hunter2"), timeout=30).status_code in (401, 403)
     login = requests.get(service.url + "/login", auth=("mallory", "hunter2"), allow_redirects=False, timeout=30)
     assert login.status_code in (302, 303)
+
+
+def test_a_job_row_locked_for_a_moment_delays_the_job_and_does_not_fail_it(service):
+    """Under load a job's row can be held for longer than DaCHS's 0.1 s
+    wait: here from while the pipeline runs until a second after the
+    frame is archived, when the job writes its end."""
+    client = alice(service)
+    job_url = client.create(exposure(service, 53), PHASE="RUN")
+    wd = service.root / "state" / "uwsjobs" / job_url.rstrip("/").rsplit("/", 1)[-1]
+    deadline = time.monotonic() + 60
+    while not (wd / "pipeline.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    holder = subprocess.Popen(["psql", "-q", "-d", service.dbname], stdin=subprocess.PIPE, text=True)
+    holder.stdin.write(f"BEGIN; SELECT jobid FROM uws.userjobs WHERE jobid = '{wd.name}' FOR UPDATE;\n")
+    holder.stdin.flush()
+    try:
+        while not (wd / "archive.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)
+    finally:
+        holder.stdin.write("COMMIT;\n")
+        holder.stdin.close()
+        holder.wait()
+    job = client.wait(job_url)
+    assert job.phase == "COMPLETED", error_message(job)

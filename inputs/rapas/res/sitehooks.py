@@ -40,6 +40,11 @@ process when the archive's RD loads (DaCHS side).
   (guessing went at about 60 passwords a second).  DaCHS checks
   credentials without the request, so the count is per name, not per
   client: a member being guessed at waits out the lockout too.
+- UWS job rows are waited for up to ``JOBS_TABLE_WAIT`` seconds, not
+  DaCHS's 0.1 s: under load a job's own writes (its results, its end)
+  failed with "Could not access the jobs table ... stale lock" (one job in
+  about 75).  The hooks are installed in the job runners too (they load
+  the RD).
 - ``.log`` files (the reduction log, which quotes header values observers
   submitted) are served as ``text/plain; charset=utf-8``, as DaCHS serves
   its other known extensions (twisted knew no ``.log``, and DaCHS's static
@@ -56,7 +61,7 @@ from urllib.parse import urlsplit
 from twisted.web import resource, static
 
 from gavo import base
-from gavo.protocols import creds, dali, taprunner, uwsactions
+from gavo.protocols import creds, dali, taprunner, uws, uwsactions
 from gavo.svcs import customwidgets
 from gavo.registry.model import VOR, VS
 from gavo.web import common, root, vosi
@@ -252,6 +257,9 @@ def _request_received(self, command, path, version, _dachs=common.Request.reques
     return _dachs(self, command, path, version)
 
 
+#: seconds a UWS job's row is waited for (DaCHS: 0.1) before "Could not access the jobs table"
+JOBS_TABLE_WAIT = 2.0
+
 #: wrong passwords for one user name within LOGIN_WINDOW seconds that lock it for LOGIN_LOCKOUT seconds
 LOGIN_FAILURES, LOGIN_WINDOW, LOGIN_LOCKOUT = 10, 60.0, 60.0
 
@@ -311,6 +319,9 @@ def install(service):
         taprunner.getQTableFromJob = _tap_query_within_its_time
     uwsactions.ExecDAction.deserializeValue = staticmethod(_capped_execution_duration)
     customwidgets.Interval.processInput.__defaults__ = ([b"", b""],)
+    uws._DEFAULT_LOCK_TIMEOUT = JOBS_TABLE_WAIT
+    uws.UWS.changeableJob.__wrapped__.__defaults__ = (JOBS_TABLE_WAIT,)
+    uws.UWS.changeToPhase.__defaults__ = (None, JOBS_TABLE_WAIT)
     if getattr(creds.hasCredentials, "__name__", "") != "_throttled_credentials":
         _throttled_credentials.throttle = _LoginThrottle()
         creds.hasCredentials = _throttled_credentials
