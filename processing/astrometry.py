@@ -2,6 +2,7 @@
 
 All WCS objects handed on are ICRS; distortion (SIP, TPV) is kept.
 """
+import re
 import shutil
 import subprocess
 import tempfile
@@ -42,6 +43,10 @@ def pixel_scale_arcsec(wcs):
     return float(np.sqrt(abs(np.linalg.det(wcs.celestial.pixel_scale_matrix))) * 3600.0)
 
 
+#: where in wcslib's C code an error arose, which its messages begin with
+_WCSLIB_WHERE = re.compile(r"ERROR \d+ in \w+\(\) at line \d+ of file \S+:\s*")
+
+
 def header_wcs(header, shape):
     """The header's WCS as ICRS, or (None, reason) when it is absent or unusable."""
     with warnings.catch_warnings():
@@ -49,7 +54,7 @@ def header_wcs(header, shape):
         try:
             wcs = WCS(header, relax=True)
         except Exception as exc:        # astropy raises many types for broken WCS keywords
-            return None, f"header WCS unreadable ({one_line(exc, 120)})"
+            return None, f"header WCS unreadable ({one_line(_WCSLIB_WHERE.sub('', str(exc)), 120)})"
     if not wcs.has_celestial or wcs.naxis < 2:
         return None, "no WCS in header"
     wcs = wcs.celestial if wcs.naxis > 2 else wcs

@@ -212,7 +212,10 @@ def load_frame(path, colour="G", max_pixels=Config.max_image_pixels):
     except (OSError, ValueError, TypeError, IndexError) as exc:
         raise InputError(f"{_name(path)} is not a readable FITS file ({one_line(exc, 160)})") from exc
 
+    declared = data.shape
     data = np.squeeze(data)
+    if data.ndim < 2 <= len(declared):
+        raise InputError(f"{_name(path)}: image of {declared[-1]}x{declared[-2]} pixels is too small")
     if data.ndim != 2:
         raise InputError(f"{_name(path)} has a {data.ndim}-D image of shape {data.shape};"
                          " submit one 2-D frame per file")

@@ -91,6 +91,7 @@ def _read_date_obs(header, warn):
     ``DD/MM/1YY`` (years counted from 1900, as C's ``tm_year``).
     """
     raw = _clean_str(header.get("DATE-OBS"))
+    unreadable = None
     clock = _clean_str(_first(header, "TIME-OBS", "UT", "UTSTART", "UTC"))
     if raw:
         match = _DMY.match(raw)
@@ -108,6 +109,7 @@ def _read_date_obs(header, warn):
                 return Time(raw, scale="utc")
             except ValueError:
                 warn(f"DATE-OBS {raw!r} is not a date; trying MJD-OBS and JD")
+                unreadable = raw
     mjd = _first(header, "MJD-OBS", "MJD")
     if mjd is not None:
         return Time(_day_number(mjd, "MJD-OBS"), format="mjd", scale="utc")
@@ -115,6 +117,9 @@ def _read_date_obs(header, warn):
     if jd is not None:
         warn("no DATE-OBS; JD taken as the start of the exposure")
         return Time(_day_number(jd, "JD"), format="jd", scale="utc")
+    if unreadable:
+        raise HeaderError(f"DATE-OBS {unreadable[:40]!r} is not a date and the header has no MJD-OBS or JD:"
+                          " write it as ISO 8601 UTC, e.g. 2026-03-14T21:05:00")
     raise HeaderError("no observation date: the header needs DATE-OBS (or MJD-OBS or JD)")
 
 

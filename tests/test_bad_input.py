@@ -68,6 +68,13 @@ def _cases(tmp, sim):
          HeaderError, "must be positive"),
         ("no date", _write(tmp / "date.fits", sim.image, _header(sim, **{"DATE-OBS": None})), cfg,
          HeaderError, "no observation date"),
+        ("DATE-OBS not a date", _write(tmp / "when.fits", sim.image, _header(sim, **{"DATE-OBS": "yesterday"})),
+         cfg, HeaderError, "DATE-OBS 'yesterday' is not a date and the header has no MJD-OBS or JD"),
+        ("one-row strip", _write(tmp / "strip.fits", sim.image[:1]), cfg, InputError,
+         "image of 512x1 pixels is too small"),
+        ("unknown projection", _write(tmp / "proj.fits", sim.image, _header(sim, CTYPE1="RA---XYZ", CTYPE2="DEC--XYZ")),
+         cfg.with_options(plate_solve="never"), AstrometryError,
+         "header WCS unreadable (Unrecognized projection code (XYZ in CTYPE1).)"),
         ("no WCS, solving off", _write(tmp / "nowcs.fits", sim.image,
                                       fits.Header([c for c in sim.header.cards
                                                    if not c.keyword.startswith(("C", "PC", "A_", "B_", "WCS"))])),

@@ -66,11 +66,30 @@ def out_of_range(input_keys, parameters):
     return None
 
 
+#: the boolean literals DaCHS reads (base.literals.parseBooleanLiteral)
+BOOLEAN_LITERALS = {"true", "yes", "t", "on", "enabled", "1", "false", "no", "f", "off", "disabled", "0"}
+
+
+def not_a_boolean(input_keys, strargs):
+    """The line refusing the first boolean parameter of the request
+    (``strargs``: name -> list of strings) that is no boolean literal;
+    None if there is none (DaCHS answered psf=maybe with just "'maybe'")."""
+    given = {name.lower(): values for name, values in strargs.items()}
+    for key in input_keys:
+        if key.type != "boolean":
+            continue
+        for value in given.get(key.name.lower()) or []:
+            if isinstance(value, str) and value.strip().lower() not in BOOLEAN_LITERALS:
+                return f"{key.name}={value[:40]!r} is neither true nor false: give True or False"
+    return None
+
+
 class ReductionJob(useruws.UserUWSJobBase):
     """A reduction job; its service is set by ``ReductionUWS``."""
 
     def setParamsFromRawDict(self, strargs):
         """Set the parameters a request names, and only those, if in range."""
+        _refuse_bad_booleans(self.uws.service, strargs)
         named = {key.lower() for key in strargs}
         parsed = self.uws.parameterGrammar.parseStrargs(strargs, ensureRequired=False)
         given = {key: value for key, value in parsed.items() if key.lower() in named}
@@ -82,6 +101,12 @@ def _refuse_url_upload(request):
     """Refuse a request whose upload by URL ``sitehooks`` set aside."""
     if getattr(request, "rapas_url_upload", None):
         raise base.ValidationError(URL_UPLOAD_REFUSED, "UPLOAD")
+
+
+def _refuse_bad_booleans(service, strargs):
+    refusal = not_a_boolean(service.core.inputTable.inputKeys, strargs)
+    if refusal:
+        raise base.ValidationError(refusal, refusal.split("=", 1)[0])
 
 
 def _refuse_out_of_range(service, parameters):
@@ -111,6 +136,7 @@ class ReductionUWS(useruws.UserUWS):
 
     def getNewIdFromRequest(self, request):
         _refuse_url_upload(request)
+        _refuse_bad_booleans(self.service, request.strargs)
         job_id = super().getNewIdFromRequest(request)
         if (request.uwsArgs.get("phase") or "").upper() == "RUN":
             self.changeToPhase(job_id, uws.QUEUED)
