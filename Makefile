@@ -131,7 +131,7 @@ urls:
 	@echo "  demo image     $$(curl -s '$(SERVER)/tap/sync?LANG=ADQL&REQUEST=doQuery&RESPONSEFORMAT=csv&QUERY=SELECT+obs_id+FROM+rapas.images' | tail -n +2 | head -1)"
 
 test: deps postgres venv
-	cd $(REPO) && $(PY) -m pytest -q --durations=20 -m "not load"
+	cd $(REPO) && $(PY) -m pytest -q --durations=40 -m "not load"
 
 # 50 reductions from three members at once, TAP queried meanwhile: jobs
 # lost or duplicated (none) and TAP's latency under load (a few minutes)

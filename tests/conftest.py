@@ -95,7 +95,8 @@ def service(tmp_path_factory):
     sky.catalogue.write(work / "refcat.fits")
     instance = DachsInstance(work / "root", max_jobs=2, max_upload=MAX_UPLOAD,
                              server_env={"RAPAS_REFCAT": str(work / "refcat.fits"),
-                                         "RAPAS_CONFIG": str(work / "site.toml")})
+                                         "RAPAS_CONFIG": str(work / "site.toml"),
+                                         "RAPAS_RECOVERY_INTERVAL": "3"})
     # the site configuration the jobs' pipeline reads: VSX from the archive's
     # own TAP, the other services off (they are tested in test_enrichment)
     (work / "site.toml").write_text(

@@ -33,7 +33,7 @@ authority: rapas.test
 [async]
 maxUserUWSRunningDefault: {max_jobs}
 # a sync TAP query's time limit (DaCHS: 60 s), short enough to test it
-defaultExecTimeSync: 15
+defaultExecTimeSync: 10
 """
 
 INIT_SCRIPT = """

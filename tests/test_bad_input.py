@@ -107,8 +107,8 @@ def test_unsolvable_field_fails_within_its_time_limit(tmp_path, small_sim):
     import time
     start = time.monotonic()
     with pytest.raises(AstrometryError, match="plate solving failed"):
-        reduce(path, tmp_path / "out", Config(enrichment={}, solve_timeout_s=8))
-    assert time.monotonic() - start < 40
+        reduce(path, tmp_path / "out", Config(enrichment={}, solve_timeout_s=4))
+    assert time.monotonic() - start < 30
 
 
 def test_failed_rerun_removes_previous_products(tmp_path, small_sim):

@@ -186,7 +186,7 @@ def test_a_member_withdraws_only_their_own_image_and_it_is_audited(service):
 
 
 #: the test instance's [async]defaultExecTimeSync (tests/dachs_instance.py)
-SYNC_LIMIT = 15
+SYNC_LIMIT = 10
 
 
 def test_a_sync_tap_query_stops_at_its_time_limit_streaming_included(service):
@@ -234,7 +234,7 @@ def _chunked_post(service, path, body_chunks, auth=None, content_type="multipart
     import socket
     host, port = urllib.parse.urlsplit(service.url).netloc.split(":")
     head = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", "Transfer-Encoding: chunked",
-            f"Content-Type: {content_type}"]
+            f"Content-Type: {content_type}", "Connection: close"]
     if auth:
         head.append("Authorization: Basic " + base64.b64encode(":".join(auth).encode()).decode())
     sent = 0

@@ -198,20 +198,25 @@ def test_resubmitting_the_same_file_replaces_it(service):
     assert service.sql(f"SELECT count(*) FROM rapas.images WHERE obs_id='{obs_id}'") == [[1]]
 
 
-def test_ten_concurrent_submissions_all_complete(service):
+#: jobs submitted at once: twice the service's run slots
+N_CONCURRENT = 4
+
+
+def test_concurrent_submissions_all_complete(service):
+    """More jobs than run slots, at once (make loadtest submits 50 from three members)."""
     client = alice(service)
-    frames = [exposure(service, 100 + i) for i in range(10)]
+    frames = [exposure(service, 100 + i) for i in range(N_CONCURRENT)]
     before_images = counts(service)[0]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=10) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=N_CONCURRENT) as pool:
         jobs = list(pool.map(lambda f: alice(service).submit(f), frames))
-    assert [job.phase for _, job in jobs] == ["COMPLETED"] * 10
+    assert [job.phase for _, job in jobs] == ["COMPLETED"] * N_CONCURRENT
     obs_ids = {json.loads(client.result(url, "archive.json"))["obs_id"] for url, _ in jobs}
-    assert len(obs_ids) == 10
-    assert counts(service)[0] == before_images + 10
+    assert len(obs_ids) == N_CONCURRENT
+    assert counts(service)[0] == before_images + N_CONCURRENT
     ids = ",".join(f"'{o}'" for o in sorted(obs_ids))
     per_image = service.sql(f"SELECT obs_id, count(*), max(n_sources) FROM rapas.sources"
                             f" JOIN rapas.images USING (obs_id) WHERE obs_id IN ({ids}) GROUP BY obs_id")
-    assert len(per_image) == 10 and all(n == n_src for _, n, n_src in per_image)
+    assert len(per_image) == N_CONCURRENT and all(n == n_src for _, n, n_src in per_image)
 
 
 def _pipeline_pid(job_url):

@@ -17,11 +17,12 @@ archive's ``data/`` (named by the transaction's id, not served); once the
 transaction has committed the copy replaces ``data/<obs_id>/``, and after a
 rollback it is dropped: the archive is exactly as before.  A process killed
 in between leaves its staging directory; ``sweep`` (``--sweep``; the server
-runs it at start and every minute) settles it by the transaction's outcome.
+runs it at start and every 15 s) settles it by the transaction's outcome.
 
 Ingestions and withdrawals of one file (one obs_id) take turns (a
-PostgreSQL advisory lock, held until its files have settled): the same file submitted twice at once
-is archived once, by the second replacing the first.  The image row records
+PostgreSQL advisory lock, held until its files have settled): the same
+file submitted twice at once is archived once, by the second replacing the
+first.  The image row records
 the member who submitted it (``submitted_by``, also kept in the product
 directory as ``submitter.txt``); another member's submission of the same
 file is refused with one line naming the image, and only the command line
@@ -191,8 +192,15 @@ def ingest(product_dir, member=None):
     obs_publisher_did, n_sources, calib_level, calibration_error, new_targets)."""
     product_dir = Path(product_dir).resolve()
     summary = _read_summary(product_dir)
-    with _ImageLock(summary.obs_id):
-        pub_did = _store(product_dir, summary, member)
+    try:
+        with _ImageLock(summary.obs_id):
+            pub_did = _store(product_dir, summary, member)
+    except IngestError:
+        raise
+    except Exception as exc:               # the lock's own connection
+        if database.is_disconnect(exc):
+            raise ArchiveUnavailable() from exc
+        raise
     return {"obs_id": summary.obs_id, "obs_publisher_did": pub_did, "n_sources": summary.n_sources,
             "calib_level": summary.calib_level, "calibration_error": summary.calibration_error,
             "new_targets": _follow_alerts(summary)}
@@ -289,26 +297,37 @@ def remove(obs_id, member=None, reason=None):
     from gavo import base
     target, accref = _archive_place(obs_id)
     with _ImageLock(obs_id):
-        with base.getWritableAdminConn() as conn:
-            rows = list(conn.query("SELECT submitted_by, checksum FROM rapas.images WHERE obs_id=%(o)s",
-                                   {"o": obs_id}))
-            if not rows:
-                raise IngestError(f"{obs_id} is not in the archive")
-            submitter, checksum = rows[0]
-            if member is not None and submitter != member:
-                raise IngestError(f"{obs_id} was not submitted by you: only its submitter or an administrator"
-                                  " can withdraw it")
-            staged = _staging(_transaction_id(conn), obs_id)
-            staged.parent.mkdir(parents=True, exist_ok=True)
-            _delete_rows(conn, obs_id, accref)
-            conn.execute("INSERT INTO rapas.withdrawals (obs_id, withdrawn_at, withdrawn_by, submitted_by, reason,"
-                         " checksum) VALUES (%(o)s, NOW() AT TIME ZONE 'UTC', %(by)s, %(sub)s, %(why)s, %(c)s)",
-                         {"o": obs_id, "by": member or ADMINISTRATOR, "sub": submitter, "why": reason,
-                          "c": checksum})
-            if target.exists():
-                target.rename(staged.with_name(obs_id + ".withdrawn"))
+        staged = None
+        try:
+            with base.getWritableAdminConn() as conn:
+                submitter, checksum = _withdrawable(conn, obs_id, member)
+                staged = _staging(_transaction_id(conn), obs_id)
+                staged.parent.mkdir(parents=True, exist_ok=True)
+                _delete_rows(conn, obs_id, accref)
+                conn.execute("INSERT INTO rapas.withdrawals (obs_id, withdrawn_at, withdrawn_by, submitted_by,"
+                             " reason, checksum) VALUES (%(o)s, NOW() AT TIME ZONE 'UTC', %(by)s, %(sub)s, %(why)s,"
+                             " %(c)s)", {"o": obs_id, "by": member or ADMINISTRATOR, "sub": submitter, "why": reason,
+                                         "c": checksum})
+                if target.exists():
+                    target.rename(staged.with_name(obs_id + ".withdrawn"))
+        except Exception as exc:
+            if staged is not None and not database.is_disconnect(exc):     # a lost commit: the sweep decides
+                _settle(staged, committed=False)
+            raise
         _settle(staged, committed=True)
     return {"obs_id": obs_id, "removed": True, "withdrawn_by": member or ADMINISTRATOR}
+
+
+def _withdrawable(conn, obs_id, member):
+    """(submitter, checksum) of an image ``member`` (None: an
+    administrator) may withdraw; IngestError if it may not."""
+    rows = list(conn.query("SELECT submitted_by, checksum FROM rapas.images WHERE obs_id=%(o)s", {"o": obs_id}))
+    if not rows:
+        raise IngestError(f"{obs_id} is not in the archive")
+    if member is not None and rows[0][0] != member:
+        raise IngestError(f"{obs_id} was not submitted by you: only its submitter or an administrator"
+                          " can withdraw it")
+    return rows[0]
 
 
 def sweep():
@@ -321,7 +340,7 @@ def sweep():
     from gavo import base
     root = Path(api.getRD(RD_ID).resdir) / STAGING
     settled = []
-    for transaction in sorted(root.glob("*")) if root.is_dir() else []:
+    for transaction in sorted(root.glob("[0-9]*")) if root.is_dir() else []:
         for obs_id in sorted({entry.name.split(".")[0] for entry in transaction.iterdir()}):
             with _ImageLock(obs_id, wait=False) as held:
                 if not held:
@@ -330,7 +349,9 @@ def sweep():
                     status = list(conn.query("SELECT txid_status(%(x)s)", {"x": int(transaction.name)}))[0][0]
                 if status == "in progress":
                     continue
-                committed = status == "committed" or (status is None and _in_archive(obs_id))
+                committed = status == "committed"
+                if status is None:          # too old for PostgreSQL to say: the rows tell
+                    committed = _in_archive(obs_id) != (transaction / f"{obs_id}.withdrawn").exists()
                 _settle(transaction / obs_id, committed)
                 settled.append((obs_id, committed))
     return settled

@@ -20,8 +20,9 @@ from gavo import api, base
 ingest, _ = api.loadPythonModule("ingest", relativeTo=__file__)
 reducejob, _ = api.loadPythonModule("reducejob", relativeTo=__file__)
 
-#: seconds between passes (and the longest a dead job holds a run slot)
-INTERVAL = 15
+#: seconds between passes (and the longest a dead job holds a run slot);
+#: RAPAS_RECOVERY_INTERVAL in the server's environment overrides it
+INTERVAL = float(os.environ.get("RAPAS_RECOVERY_INTERVAL", 15))
 
 
 def install(service):

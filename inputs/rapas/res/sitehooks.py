@@ -212,7 +212,7 @@ def _answer_before_the_body(request, status, reason, text, headers=()):
 def _request_body_refusal(request, length):
     """(status, reason, text, headers) for a request whose body is not to
     be read, or None."""
-    path = request.channel._path.split(b"?")[0].decode("utf-8", "replace")
+    path = getattr(request.channel, "_path", b"").split(b"?")[0].decode("utf-8", "replace")
     if length is not None and length > base.getConfig("web", "maxUploadSize"):
         return (413, "Request Entity Too Large", f"the upload is over this archive's limit of"
                 f" {base.getConfig('web', 'maxUploadSize')} bytes; nothing was stored\n", ())
@@ -249,6 +249,7 @@ def _request_received(self, command, path, version, _dachs=common.Request.reques
         return
     if getattr(self.content, "discard", False):
         limit = self.content.limit
+        self.method, self.uri, self.clientproto = command, path, version
         self.setResponseCode(413)
         self.setHeader(b"content-type", b"text/plain; charset=utf-8")
         self.write(f"the upload is over this archive's limit of {limit} bytes; nothing was stored\n".encode())
