@@ -64,6 +64,8 @@ site: deps
 
 deploy: postgres site
 	install -d -o gavo -g gavo $(RESDIR)/data $(RESDIR)/staging
+	@# product files the server's jobs must replace or withdraw are the gavo user's
+	@find $(RESDIR)/data $(RESDIR)/staging ! -user gavo -exec chown gavo:gavo {} +
 	ln -sfn $(REPO)/rd/q.rd $(RESDIR)/q.rd
 	ln -sfn $(REPO)/rd/refcat.rd $(RESDIR)/refcat.rd
 	ln -sfn $(REPO)/rd/localcat.rd $(RESDIR)/localcat.rd

@@ -95,6 +95,18 @@ def _stage_files(product_dir, staged, products, member):
             shutil.copyfile(product_dir / name, staged / name)
     if member:
         (staged / SUBMITTER_NAME).write_text(member + "\n")
+    _owned_like_the_archive(staged)
+
+
+def _owned_like_the_archive(staged):
+    """Give files staged by root (an administrator's command) to the owner
+    of the staging directory, the user the server runs as: its jobs must be
+    able to replace and withdraw them later."""
+    if os.geteuid() != 0:
+        return
+    owner = staged.parent.parent.stat()
+    for path in (staged.parent, staged, *staged.iterdir()):
+        os.chown(path, owner.st_uid, owner.st_gid)
 
 
 def _archive_place(obs_id):
@@ -246,7 +258,13 @@ def _store(product_dir, summary, member):
             raise IngestError(f"ingestion of {product_dir.name} failed and was rolled back:"
                               f" {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
         pub_did = database.retrying(lambda: _publisher_did(obs_id))    # the commit went through
-    _settle(staged, committed=True)
+    try:
+        _settle(staged, committed=True)
+    except OSError as exc:                 # the sweep tries again
+        base.ui.notifyError(f"{obs_id}: committed files not moved into the archive: {exc}")
+        raise IngestError(f"the frame's rows were stored but its files could not be put in place"
+                          f" ({exc.strerror or exc}); the archive moves them once its administrator has"
+                          " fixed the product directory's permissions") from exc
     return pub_did
 
 

@@ -55,48 +55,74 @@ def _pass(service_id):
         base.ui.notifyError(f"RAPAS recovery pass failed: {type(exc).__name__}: {exc}")
 
 
+#: (job id, pid) of EXECUTING jobs whose pid did not name the job at the last pass
+_SUSPECTS = set()
+
+
 def recover(service):
     """One pass: settle staged files, resume jobs whose runner died."""
     for obs_id, committed in ingest.sweep():
         base.ui.notifyInfo(f"RAPAS recovery: files of {obs_id} settled ({'committed' if committed else 'rolled back'})")
-    for job_id, pid in _executing_jobs(service):
-        if not _is_runner(pid, job_id):
-            _resume(service, job_id)
+    executing = _executing_jobs(service)
+    for job_id, pid in executing:
+        if _runner_gone(job_id, pid):
+            _resume(service, job_id, pid)
+    _SUSPECTS.intersection_update(executing)
+
+
+def _runner_gone(job_id, pid):
+    """Whether the job's ``dachs uwsrun`` has gone: its process does not
+    exist, or it has not named the job on two passes in a row (a pid reused
+    since, e.g. after a reboot; a runner seen between its fork and its exec
+    still shows its parent's command line, so one pass is not enough)."""
+    if pid is None or not os.path.exists(f"/proc/{pid}"):
+        return True
+    if _names_job(pid, job_id):
+        return False
+    if (job_id, pid) in _SUSPECTS:
+        return True
+    _SUSPECTS.add((job_id, pid))
+    return False
 
 
 def _executing_jobs(service):
+    """(job id, pid) of the service's EXECUTING jobs."""
     with base.getTableConn() as conn:
-        return list(conn.query("SELECT jobId, pid FROM uws.userjobs WHERE phase='EXECUTING' AND jobClass=%(c)s",
-                               {"c": service.getFullId()}))
+        return {tuple(row) for row in conn.query(
+            "SELECT jobId, pid FROM uws.userjobs WHERE phase='EXECUTING' AND jobClass=%(c)s",
+            {"c": service.getFullId()})}
 
 
-def _is_runner(pid, job_id):
-    """Whether process ``pid`` is the ``dachs uwsrun`` of ``job_id`` (a pid
-    may have been reused since)."""
+def _names_job(pid, job_id):
+    """Whether process ``pid``'s command line has ``job_id`` as an argument."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return job_id.encode() in f.read().split(b"\0")
-    except (OSError, TypeError):
+    except OSError:
         return False
 
 
-def _resume(service, job_id):
+def _resume(service, job_id, pid):
     """Hand a job whose runner died to a new ``dachs uwsrun`` (DaCHS's own
     command and process protocol, as its queue starts jobs), once: a job
-    whose second runner dies too ends in ERROR."""
+    whose second runner dies too ends in ERROR.  Under the job's row lock,
+    and only if it is still EXECUTING under the dead pid (it may have ended
+    since the pass looked)."""
     from gavo.protocols import uws
     from twisted.internet import reactor
     worker = service.getUWS()
-    job = worker.getJob(job_id)
-    marker = os.path.join(job.getWD(), reducejob.RESUMED)
-    if os.path.exists(marker):
-        worker.changeToPhase(job_id, uws.ERROR, uws.UWSError(
-            "the archive server stopped twice while this frame was being reduced; nothing was stored"
-            " — submit it again", job_id))
-        return
-    open(marker, "w").close()
-    base.ui.notifyInfo(f"RAPAS recovery: job {job_id} lost its runner; resuming it")
-    command, args = job._transitions.getCommandLine(job)
-    process = reactor.spawnProcess(uws._UWSBackendProtocol(job_id, worker), command, args=args, env=os.environ)
-    with worker.changeableJob(job_id) as writable:
-        writable.change(pid=process.pid)
+    with worker.changeableJob(job_id) as job:
+        if job.phase != uws.EXECUTING or job.pid != pid:
+            return
+        marker = os.path.join(job.getWD(), reducejob.RESUMED)
+        if os.path.exists(marker):
+            job.getTransitionTo(uws.ERROR)(uws.ERROR, job, uws.UWSError(
+                "the archive server stopped twice while this frame was being reduced; nothing was stored"
+                " — submit it again", job_id))
+            worker.scheduleProcessQueueCheck()
+            return
+        open(marker, "w").close()
+        base.ui.notifyInfo(f"RAPAS recovery: job {job_id} lost its runner; resuming it")
+        command, args = job._transitions.getCommandLine(job)
+        process = reactor.spawnProcess(uws._UWSBackendProtocol(job_id, worker), command, args=args, env=os.environ)
+        job.change(pid=process.pid)
