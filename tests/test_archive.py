@@ -344,6 +344,15 @@ def test_text_products_are_served_as_plain_text(dachs, archived):
         assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
 
 
+def test_dachs_javascript_is_served_from_debians_packages(dachs):
+    """DaCHS assembles jquery-gavo.js from Debian's jQuery and jQuery UI; it
+    asked for a file Debian 12's jQuery UI 1.13 no longer has (HTTP 500)."""
+    with urllib.request.urlopen(dachs.url + "/static/js/jquery-gavo.js", timeout=30) as response:
+        assert response.status == 200 and response.headers["Content-Type"].startswith("text/javascript")
+        script = response.read().decode()
+    assert "jQuery" in script and "$.widget=" in script and len(script) > 100_000
+
+
 def test_datalinklint_finds_no_error_of_the_projects(dachs, archived):
     _, _, ingested = archived
     url = dachs.url + "/rapas/q/dl/dlmeta?ID=" + urllib.parse.quote(ingested["obs_publisher_did"])

@@ -45,6 +45,10 @@ process when the archive's RD loads (DaCHS side).
   failed with "Could not access the jobs table ... stale lock" (one job in
   about 75).  The hooks are installed in the job runners too (they load
   the RD).
+- DaCHS's ``/static/js/jquery-gavo.js``, which it assembles from Debian's
+  jQuery UI files, leaves out the files Debian 12's ``libjs-jquery-ui``
+  (1.13) no longer has (``ui/jquery-1-7.js``, a shim for jQuery 1.7): it
+  answered HTTP 500, and every page's scripts then failed on ``$``.
 - ``.log`` files (the reduction log, which quotes header values observers
   submitted) are served as ``text/plain; charset=utf-8``, as DaCHS serves
   its other known extensions (twisted knew no ``.log``, and DaCHS's static
@@ -54,6 +58,7 @@ Their state lives on the installed functions: DaCHS loads this module again
 when the RD changes, and the hooks must not stack.
 """
 import math
+import os
 import threading
 import time
 from urllib.parse import urlsplit
@@ -64,7 +69,7 @@ from gavo import base
 from gavo.protocols import creds, dali, taprunner, uws, uwsactions
 from gavo.svcs import customwidgets
 from gavo.registry.model import VOR, VS
-from gavo.web import common, root, vosi
+from gavo.web import common, ifpages, root, vosi
 
 #: the one line a cross-site request is refused with
 CROSS_SITE_REFUSED = ("cross-site request refused: this request came from a page on another site, not from"
@@ -306,9 +311,17 @@ def _throttled_credentials(user, password, reqGroup, _dachs=creds.hasCredentials
     return False
 
 
+def _jquery_parts_on_this_system(parts, root):
+    """DaCHS's jquery-gavo.js parts without the files the installed Debian
+    packages do not have (in-memory parts are kept)."""
+    return [part for part in parts if hasattr(part, "read") or os.path.exists(os.path.join(root, part))]
+
+
 def install(service):
     """Apply the hooks (once) and make ``service`` refuse uploads by URL."""
     static.File.contentTypes[".log"] = "text/plain; charset=utf-8"
+    ifpages.GavoJquery.PARTS = _jquery_parts_on_this_system(ifpages.GavoJquery.PARTS,
+                                                            ifpages.GavoJquery.INSTALL_ROOT)
     if not hasattr(dali.mangleUploads, "file_only"):
         _mangle_uploads.file_only = set()
         dali.mangleUploads = _mangle_uploads
