@@ -157,6 +157,14 @@ class DachsInstance:
                 os.killpg(self.server.pid, signal.SIGKILL)
                 self.server.wait()
 
+    @property
+    def uws_directory(self):
+        """DaCHS's job directories ([async]uwsWD's default)."""
+        return self.root / "state" / "uwsjobs"
+
+    def job_directory(self, job_url):
+        return self.uws_directory / job_url.rstrip("/").rsplit("/", 1)[-1]
+
     def crash_server(self):
         """SIGKILL the server and the job runners it started (its process
         group), as a crash or an OOM kill of the service would."""

@@ -25,8 +25,9 @@ def _write(path, data, header=None):
     return path
 
 
-def _header(sim, **changes):
-    header = sim.header.copy()
+def edited_header(header, **changes):
+    """A copy of ``header`` with ``changes`` (a value None removes the keyword)."""
+    header = header.copy()
     for key, value in changes.items():
         if value is None:
             header.remove(key, ignore_missing=True)
@@ -62,17 +63,19 @@ def _cases(tmp, sim):
         ("all NaN", _write(tmp / "nan.fits", np.full((128, 128), np.nan, np.float32)), cfg, InputError, "NaN"),
         ("constant", _write(tmp / "const.fits", np.full((128, 128), 65535, np.float32)), cfg, InputError, "same value"),
         ("blank sky", _write(tmp / "blank.fits", blank, sim.header), cfg, NoStarsError, "no stars"),
-        ("unknown filter", _write(tmp / "filt.fits", sim.image, _header(sim, FILTER="Halpha-7nm")), cfg,
+        ("unknown filter", _write(tmp / "filt.fits", sim.image, edited_header(sim.header, FILTER="Halpha-7nm")), cfg,
          HeaderError, "unknown filter"),
-        ("negative EXPTIME", _write(tmp / "exp.fits", sim.image, _header(sim, EXPTIME=-5.0)), cfg,
+        ("negative EXPTIME", _write(tmp / "exp.fits", sim.image, edited_header(sim.header, EXPTIME=-5.0)), cfg,
          HeaderError, "must be positive"),
-        ("no date", _write(tmp / "date.fits", sim.image, _header(sim, **{"DATE-OBS": None})), cfg,
+        ("no date", _write(tmp / "date.fits", sim.image, edited_header(sim.header, **{"DATE-OBS": None})), cfg,
          HeaderError, "no observation date"),
-        ("DATE-OBS not a date", _write(tmp / "when.fits", sim.image, _header(sim, **{"DATE-OBS": "yesterday"})),
+        ("DATE-OBS not a date",
+         _write(tmp / "when.fits", sim.image, edited_header(sim.header, **{"DATE-OBS": "yesterday"})),
          cfg, HeaderError, "DATE-OBS 'yesterday' is not a date and the header has no MJD-OBS or JD"),
         ("one-row strip", _write(tmp / "strip.fits", sim.image[:1]), cfg, InputError,
          "image of 512x1 pixels is too small"),
-        ("unknown projection", _write(tmp / "proj.fits", sim.image, _header(sim, CTYPE1="RA---XYZ", CTYPE2="DEC--XYZ")),
+        ("unknown projection",
+         _write(tmp / "proj.fits", sim.image, edited_header(sim.header, CTYPE1="RA---XYZ", CTYPE2="DEC--XYZ")),
          cfg.with_options(plate_solve="never"), AstrometryError,
          "header WCS unreadable (Unrecognized projection code (XYZ in CTYPE1).)"),
         ("no WCS, solving off", _write(tmp / "nowcs.fits", sim.image,

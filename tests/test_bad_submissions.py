@@ -5,7 +5,6 @@ at creation with it), and the archive's row counts do not change.
 
 The jobs are created together and run as the service's slots allow."""
 import gzip
-import io
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +12,10 @@ import pytest
 from astropy.io import fits
 
 from conftest import MAX_UPLOAD
-from test_reduction_service import NOT_FITS, alice, counts, error_message, exposure
+from test_bad_input import edited_header
+from test_reduction_service import NOT_FITS, _hdul_bytes, alice, counts, error_message, exposure, header_without_wcs
 
 pytestmark = pytest.mark.archive
-
-
-def _bytes(*hdus):
-    buffer = io.BytesIO()
-    fits.HDUList(list(hdus)).writeto(buffer)
-    return buffer.getvalue()
 
 
 class Frames:
@@ -36,22 +30,13 @@ class Frames:
         return self.path.read_bytes()
 
     def with_header(self, **changes):
-        header = self.header.copy()
-        for key, value in changes.items():
-            if value is None:
-                header.remove(key, ignore_missing=True)
-            else:
-                header[key] = value
-        return _bytes(fits.PrimaryHDU(self.data, header))
+        return _hdul_bytes(fits.PrimaryHDU(self.data, edited_header(self.header, **changes)))
 
     def with_data(self, data):
-        return _bytes(fits.PrimaryHDU(np.asarray(data, np.float32), self.header))
+        return _hdul_bytes(fits.PrimaryHDU(np.asarray(data, np.float32), self.header))
 
     def without_wcs(self):
-        header = fits.Header([card for card in self.header.cards
-                              if not card.keyword.startswith(("CTYPE", "CRVAL", "CRPIX", "CD", "PC", "CDELT",
-                                                              "CUNIT", "WCSAXES"))])
-        return _bytes(fits.PrimaryHDU(self.data, header))
+        return _hdul_bytes(fits.PrimaryHDU(self.data, header_without_wcs(self.header)))
 
 
 def _claiming(nx, ny):
@@ -73,10 +58,10 @@ JOB_CASES = [
      "not a readable FITS"),
     ("truncated FITS", lambda f: f.good()[:30000], "cut.fits", {}, "not a readable FITS"),
     ("gzip of text", lambda f: _gzip(b"observing notes\n" * 100), "notes.fits.gz", {}, "not a readable FITS"),
-    ("empty primary, no image HDU", lambda f: _bytes(fits.PrimaryHDU()), "empty.fits", {}, "no image"),
-    ("a table only", lambda f: _bytes(fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
+    ("empty primary, no image HDU", lambda f: _hdul_bytes(fits.PrimaryHDU()), "empty.fits", {}, "no image"),
+    ("a table only", lambda f: _hdul_bytes(fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
         [fits.Column("flux", "E", array=np.ones(10))])), "table.fits", {}, "no image"),
-    ("3-D cube", lambda f: _bytes(fits.PrimaryHDU(np.zeros((3, 64, 64), np.float32))), "cube.fits", {}, "3-D"),
+    ("3-D cube", lambda f: _hdul_bytes(fits.PrimaryHDU(np.zeros((3, 64, 64), np.float32))), "cube.fits", {}, "3-D"),
     ("header declaring 74.5 GiB", lambda f: _claiming(100_000, 200_000), "claim.fits", {},
      "more than this archive reduces"),
     ("gzip bomb", lambda f: _gzip(_claiming(40_000, 40_000)[:-2880] + bytes(2880 * 4000)), "bomb.fits.gz", {},
@@ -86,7 +71,7 @@ JOB_CASES = [
     ("all +inf", lambda f: f.with_data(np.full((256, 256), np.inf)), "inf.fits", {}, "NaN"),
     ("all zeros", lambda f: f.with_data(np.zeros((256, 256))), "zeros.fits", {}, "same value"),
     ("saturated frame", lambda f: f.with_data(np.full((768, 768), 65535.0)), "sat.fits", {}, "same value"),
-    ("8-bit constant", lambda f: _bytes(fits.PrimaryHDU(np.full((128, 128), 200, np.uint8), f.header)),
+    ("8-bit constant", lambda f: _hdul_bytes(fits.PrimaryHDU(np.full((128, 128), 200, np.uint8), f.header)),
      "byte.fits", {}, "same value"),
     ("blank sky", lambda f: f.with_data(np.random.default_rng(1).normal(300, 15, (768, 768))), "blank.fits", {},
      "no stars"),

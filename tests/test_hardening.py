@@ -327,7 +327,7 @@ def test_a_job_row_locked_for_a_moment_delays_the_job_and_does_not_fail_it(servi
     frame is archived, when the job writes its end."""
     client = alice(service)
     job_url = client.create(exposure(service, 53), PHASE="RUN")
-    wd = service.root / "state" / "uwsjobs" / job_url.rstrip("/").rsplit("/", 1)[-1]
+    wd = service.job_directory(job_url)
     deadline = time.monotonic() + 60
     while not (wd / "pipeline.pid").exists() and time.monotonic() < deadline:
         time.sleep(0.05)

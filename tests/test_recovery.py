@@ -18,7 +18,7 @@ import pytest
 import pyvo
 import requests
 
-from test_reduction_service import alice, counts, error_message, exposure
+from test_reduction_service import _psql, alice, counts, error_message, exposure
 
 pytestmark = pytest.mark.archive
 
@@ -34,14 +34,6 @@ def _wait_for(condition, timeout, what):
             return value
         time.sleep(0.2)
     raise AssertionError(f"{what} within {timeout} s")
-
-
-def _psql(service, *statements):
-    """Statements run as the database's superuser in one autocommitted
-    session; the last one's single value."""
-    run = subprocess.run(["psql", "-qtA", "-d", service.dbname, *sum((["-c", s] for s in statements), [])],
-                         capture_output=True, text=True, check=True)
-    return run.stdout.strip().splitlines()[-1] if run.stdout.strip() else None
 
 
 def _listing(directory):
@@ -120,12 +112,8 @@ def test_the_sweep_settles_files_by_their_transactions_outcome(service, archived
     assert (target / "rapas.log").read_text() == "the committed ingestion's log\n"
 
 
-def _job_directory(service, job_url):
-    return service.root / "state" / "uwsjobs" / job_url.rstrip("/").rsplit("/", 1)[-1]
-
-
 def _pipeline_started(service, job_url):
-    pid_file = _job_directory(service, job_url) / "pipeline.pid"
+    pid_file = service.job_directory(job_url) / "pipeline.pid"
     return pid_file.is_file() and int(pid_file.read_text())
 
 
@@ -204,7 +192,7 @@ def test_the_pipeline_on_a_full_disk_says_so_in_one_line(service, tmp_path):
 def test_a_full_disk_ends_the_job_with_one_line_and_stores_nothing(service, where, size):
     client = alice(service)
     before = counts(service)
-    disk = service.root / "state" / "uwsjobs" if where == "job" else service.resdir / "staging"
+    disk = service.uws_directory if where == "job" else service.resdir / "staging"
     with small_disk(disk, size):
         job_url, job = client.submit(exposure(service, 64))
         left = list(disk.rglob("*")) if where == "archive" else []

@@ -172,17 +172,15 @@ def _hdul_bytes(*hdus):
     return buffer.getvalue()
 
 
-def _with_data(service, data):
-    header = fits.getheader(exposure(service, 34))
-    return _hdul_bytes(fits.PrimaryHDU(data.astype(np.float32), header))
+def header_without_wcs(header):
+    """``header`` without its WCS keywords."""
+    wcs = ("CTYPE", "CRVAL", "CRPIX", "CD", "PC", "CDELT", "CUNIT", "WCSAXES")
+    return fits.Header([card for card in header.cards if not card.keyword.startswith(wcs)])
 
 
 def _without_wcs(service):
-    header = fits.getheader(exposure(service, 35))
-    for key in list(header):
-        if key.startswith(("CTYPE", "CRVAL", "CRPIX", "CD", "PC", "CDELT", "CUNIT", "WCSAXES")):
-            del header[key]
-    return _hdul_bytes(fits.PrimaryHDU(fits.getdata(service.work / "exp35.fits"), header))
+    path = exposure(service, 35)
+    return _hdul_bytes(fits.PrimaryHDU(fits.getdata(path), header_without_wcs(fits.getheader(path))))
 
 
 def test_resubmitting_the_same_file_replaces_it(service):
@@ -235,9 +233,13 @@ def _pipeline_pid(job_url):
 # connections, so the client here retries those (DELAYED_500S).
 DELAYED_500S = 10
 
-def _psql(service, sql):
-    return subprocess.run(["psql", "-qtA", "-d", service.dbname, "-c", sql], capture_output=True, text=True,
-                          check=True).stdout.strip()
+def _psql(service, *statements):
+    """Statements run as the database's superuser in one autocommitted psql
+    session; the last line they print (the last one's single value)."""
+    run = subprocess.run(["psql", "-qtA", "-d", service.dbname, *(arg for s in statements for arg in ("-c", s))],
+                         capture_output=True, text=True, check=True)
+    lines = run.stdout.strip().splitlines()
+    return lines[-1] if lines else ""
 
 
 def _terminate(service, condition="TRUE"):

@@ -214,13 +214,17 @@ def _answer_before_the_body(request, status, reason, text, headers=()):
     request.rapas_answered = True
 
 
+def _over_the_limit(limit):
+    return f"the upload is over this archive's limit of {limit} bytes; nothing was stored\n"
+
+
 def _request_body_refusal(request, length):
     """(status, reason, text, headers) for a request whose body is not to
     be read, or None."""
     path = getattr(request.channel, "_path", b"").split(b"?")[0].decode("utf-8", "replace")
-    if length is not None and length > base.getConfig("web", "maxUploadSize"):
-        return (413, "Request Entity Too Large", f"the upload is over this archive's limit of"
-                f" {base.getConfig('web', 'maxUploadSize')} bytes; nothing was stored\n", ())
+    limit = base.getConfig("web", "maxUploadSize")
+    if length is not None and length > limit:
+        return 413, "Request Entity Too Large", _over_the_limit(limit), ()
     members_only = any(path.startswith(prefix) for prefix in _members_only_paths())
     has_body = length is None and request.requestHeaders.hasHeader(b"transfer-encoding") or bool(length)
     if members_only and has_body and not request.requestHeaders.hasHeader(b"authorization"):
@@ -253,11 +257,10 @@ def _request_received(self, command, path, version, _dachs=common.Request.reques
     if getattr(self, "rapas_answered", False):
         return
     if getattr(self.content, "discard", False):
-        limit = self.content.limit
         self.method, self.uri, self.clientproto = command, path, version
         self.setResponseCode(413)
         self.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        self.write(f"the upload is over this archive's limit of {limit} bytes; nothing was stored\n".encode())
+        self.write(_over_the_limit(self.content.limit).encode())
         self.finish()
         return
     return _dachs(self, command, path, version)
