@@ -21,7 +21,7 @@ BASE_PACKAGES := postgresql postgresql-15-pgsphere postgresql-15-q3c python3-ven
 DACHS_PACKAGES := gavodachs2-server python3-astropy python3-scipy python3-matplotlib astrometry.net astrometry-data-tycho2-07 astrometry-data-tycho2-08 \
 	astrometry-data-tycho2-09 astrometry-data-tycho2-10-19 source-extractor scamp psfex stilts
 
-.PHONY: install test loadtest bench deps postgres venv site deploy demo serve publish urls demo-data refcat clean
+.PHONY: install test browser loadtest bench deps postgres venv site deploy demo serve publish urls demo-data refcat clean
 
 install: deps postgres venv deploy serve demo publish urls
 
@@ -132,8 +132,15 @@ urls:
 	@echo "  SIAP2 form     $(SERVER)/rapas/q/siap2/form"
 	@echo "  demo image     $$(curl -s '$(SERVER)/tap/sync?LANG=ADQL&REQUEST=doQuery&RESPONSEFORMAT=csv&QUERY=SELECT+obs_id+FROM+rapas.images' | tail -n +2 | head -1)"
 
-test: deps postgres venv
+# the browser tests' headless Chromium and its WebDriver, from Debian
+BROWSER_PACKAGES := chromium chromium-driver
+
+test: deps postgres venv browser
 	cd $(REPO) && $(PY) -m pytest -q --durations=40 -m "not load"
+
+browser: deps
+	@dpkg -s $(BROWSER_PACKAGES) >/dev/null 2>&1 || apt-get install -y -q --no-install-recommends $(BROWSER_PACKAGES) \
+	  || { apt-get update -q && apt-get install -y -q --no-install-recommends $(BROWSER_PACKAGES); }
 
 # 50 reductions from three members at once, TAP queried meanwhile: jobs
 # lost or duplicated (none) and TAP's latency under load (a few minutes)

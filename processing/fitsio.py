@@ -54,6 +54,17 @@ OTHER_FORMATS = (
 )
 
 
+def _why_unreadable(exc):
+    """astropy's reason a file is no FITS, in an observer's words where
+    astropy's own names its options ("try with ignore_missing_simple=True")."""
+    text = one_line(exc, 160)
+    if "No SIMPLE card found" in text:
+        return "it does not begin with a FITS header"
+    if "Empty or corrupt FITS file" in text:
+        return "it is empty or not FITS"
+    return text
+
+
 def _refuse_other_formats(path):
     with open(path, "rb") as f:
         head = f.read(16)
@@ -210,7 +221,7 @@ def load_frame(path, colour="G", max_pixels=Config.max_image_pixels):
     except InputError:
         raise
     except (OSError, ValueError, TypeError, IndexError) as exc:
-        raise InputError(f"{_name(path)} is not a readable FITS file ({one_line(exc, 160)})") from exc
+        raise InputError(f"{_name(path)} is not a readable FITS file ({_why_unreadable(exc)})") from exc
 
     declared = data.shape
     data = np.squeeze(data)

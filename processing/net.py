@@ -80,16 +80,25 @@ def is_transient(exc):
     return False
 
 
+#: what the root cause of a failure says when the service could not be reached at all
+UNREACHABLE = ("Failed to resolve", "Name or service not known", "Connection refused", "Read timed out",
+               "timed out")
+
+
 def reason(exc):
     """The root cause of a network failure, short (the chain pyvo and urllib3
     build repeats the URL several times)."""
     root = list(_chain(exc))[-1]
     text = one_line(root, 200)
-    for marker in ("Failed to resolve", "Name or service not known", "Connection refused", "Read timed out",
-                   "timed out"):
+    for marker in UNREACHABLE:
         if marker in text:
             return marker.lower() + " (" + type(root).__name__ + ")"
     return text
+
+
+def unreachable(why):
+    """Whether ``reason``'s text says the service could not be reached."""
+    return why.startswith(tuple(marker.lower() for marker in UNREACHABLE))
 
 
 def _chain(exc):

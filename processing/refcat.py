@@ -7,6 +7,7 @@ Missing photometry is NaN.  ``at_epoch`` moves stars to the observation date.
 """
 import hashlib
 import os
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import requests
 from astropy.table import Table
 
 from .errors import CatalogueError, one_line
-from .net import TimeoutSession, reason
+from .net import TimeoutSession, reason, unreachable
 
 COLUMNS = ("source_id", "ra", "dec", "pmra", "pmdec", "ref_epoch",
            "phot_g_mean_mag", "phot_bp_mean_mag", "phot_rp_mean_mag")
@@ -81,7 +82,13 @@ def _run_tap(url, table, adql, timeout):
     try:
         return service.run_sync(adql, maxrec=2_000_000).to_table()
     except (pyvo.dal.DALAccessError, pyvo.dal.DALFormatError, requests.RequestException, OSError) as exc:
-        raise CatalogueError(f"reference catalogue {table} at {url} failed: {reason(exc)}") from exc
+        why = reason(exc)
+        if unreachable(why):
+            raise CatalogueError(
+                f"the reference catalogue {table} at {urllib.parse.urlsplit(url).netloc} cannot be reached"
+                f" ({why}): the archive needs network access to it, or a local copy (its administrator"
+                " runs 'make refcat')") from exc
+        raise CatalogueError(f"reference catalogue {table} at {url} failed: {why}") from exc
 
 
 def read_file(path, ra, dec, radius_deg, max_mag):

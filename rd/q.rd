@@ -627,15 +627,96 @@
   <service id="browse" allowed="form">
     <meta name="shortName">RAPAS images</meta>
     <meta name="title">RAPAS image search</meta>
-    <meta name="description">Find RAPAS frames by position, filter, time and depth.</meta>
-    <publish render="form" sets="local"/>
+    <meta name="description">Find RAPAS frames by position or object name,
+      filter, time and depth.  Each row links to the frame's page (its
+      calibration summary and plots), its preview, the calibrated FITS and
+      its DataLink document.</meta>
+    <meta name="_intro" format="plain">A position is RA, Dec in degrees
+      (e.g. 150.1, 2.2) or sexagesimal; a name is looked up among the
+      network's alert targets, then with SIMBAD (Sesame) when the archive
+      can reach it.</meta>
+    <property name="fixedFormat">True</property>
     <dbCore queriedTable="images">
-      <condDesc original="//siap#humanInput"/>
+      <!-- //siap#humanInput, with names of the network's targets and
+        notable objects resolved locally, and an unreachable Sesame said -->
+      <condDesc joiner="AND">
+        <inputKey original="//siap#base_POS" name="hPOS"
+          description="RA, Dec in degrees (e.g. 150.1, 2.2), sexagesimal, or an object name"/>
+        <inputKey original="//siap#base_SIZE" name="hSIZE">
+          <values default="0.5"/>
+        </inputKey>
+        <inputKey original="//siap#base_INTERSECT" name="hINTERSECT">
+          <values original="//siap#base_INTERSECT_values" default="OVERLAPS"/>
+        </inputKey>
+        <phraseMaker>
+          <setup original="//siap#baseSetup"/>
+          <setup>
+            <code>
+              names, _ = utils.loadPythonModule(base.getConfig("inputsDir") + "/rapas/res/names")
+            </code>
+          </setup>
+          <code>
+            ra, dec = names.resolve(inPars["hPOS"], "hPOS")
+            inPars = {"POS": "%f, %f" % (ra, dec), "SIZE": inPars["hSIZE"],
+              "INTERSECT": inPars["hINTERSECT"], "FORMAT": None}
+            yield siap.getQuery(getQueriedTable(inputKeys), inPars, outPars)
+          </code>
+        </phraseMaker>
+      </condDesc>
       <condDesc buildFrom="filter"/>
       <condDesc buildFrom="limiting_mag"/>
       <condDesc buildFrom="t_min"/>
       <condDesc buildFrom="object_name"/>
     </dbCore>
+    <!-- what an observer looks at first: when, what, which band, by whom,
+      how deep and sharp; then the frame's page, preview, files -->
+    <outputTable>
+      <outputField original="dateObs" tablehead="Observed (UTC)"/>
+      <outputField original="object_name"/>
+      <outputField original="filter"/>
+      <outputField original="observer"/>
+      <outputField original="limiting_mag" displayHint="type=fixed,sf=2"/>
+      <outputField original="fwhm" displayHint="type=fixed,sf=1"/>
+      <outputField original="zero_point" displayHint="type=fixed,sf=3"/>
+      <outputField original="n_sources"/>
+      <outputField name="preview" select="accref" tablehead="Preview" type="text"
+          description="The frame's preview; it links to the frame's page (summary and plots)">
+        <formatter>
+          obsId = data.split("/")[-2]
+          return T.a(href=base.makeSitePath("/\rdId/web/static/image.html?obs_id=" + urllib.parse.quote(obsId)))[
+            T.img(src=base.makeSitePath("/getproduct/" + urllib.parse.quote(data) + "?preview=True"),
+              alt="preview of " + obsId, width="96", height="96", loading="lazy", class_="rapas-thumb")]
+        </formatter>
+      </outputField>
+      <outputField name="files" select="array[obs_id, accref, publisher_did]" tablehead="Files" type="text[]"
+          description="The frame's page, its calibrated FITS and its DataLink document (all its products)">
+        <formatter>
+          obsId, accref, pubDID = data
+          return T.span(class_="rapas-links")[
+            T.a(href=base.makeSitePath("/\rdId/web/static/image.html?obs_id=" + urllib.parse.quote(obsId)))[obsId],
+            " ", T.a(href=base.makeSitePath("/getproduct/" + urllib.parse.quote(accref)))["FITS"],
+            " ", T.a(href=base.makeSitePath("/\rdId/dl/dlmeta?ID=" + urllib.parse.quote(pubDID)))["DataLink"]]
+        </formatter>
+      </outputField>
+      <outputField original="centerAlpha" displayHint="type=hms"/>
+      <outputField original="centerDelta" displayHint="type=dms"/>
+      <outputField original="exptime"/>
+      <outputField original="telescope"/>
+      <outputField original="calib_level"/>
+    </outputTable>
+  </service>
+
+  <!-- the observers' pages (res/web): a frame's summary and plots
+    (image.html), a target's light curve (target.html), the site's
+    stylesheet; plain HTML reading the archive's own services.  A member's
+    reduction jobs (job.html, jobs.html) are served by the reduction
+    service, behind its login. -->
+  <service id="web" allowed="static">
+    <meta name="title">RAPAS Archive pages</meta>
+    <meta name="description">Pages for observers: reduction jobs as they
+      run, each frame's calibration summary and plots, light curves.</meta>
+    <property name="staticData">res/web</property>
+    <nullCore/>
   </service>
 
   <service id="cone" allowed="scs.xml,form">
@@ -685,6 +766,10 @@
                 contentType=product["media_type"], semantics=product["semantics"],
                 description=product["description"])
           yield descriptor.makeLink(
+            makeAbsoluteURL("\rdId/web/static/image.html?obs_id=" + urllib.parse.quote(obsId)),
+            contentType="text/html", semantics="#documentation",
+            description="The frame's page: calibration summary, preview and plots")
+          yield descriptor.makeLink(
             makeAbsoluteURL("/tap/sync?LANG=ADQL&amp;REQUEST=doQuery&amp;QUERY="
               + urllib.parse.quote("SELECT * FROM rapas.sources WHERE obs_id='%s'" % obsId)),
             contentType="application/x-votable+xml", semantics="#derivation",
@@ -700,15 +785,23 @@
   </service>
 
 
-  <service id="reduce" allowed="async,form" limitTo="rapas">
-    <meta name="title">RAPAS frame reduction (UWS)</meta>
-    <meta name="description">Submit one FITS frame: the RAPAS pipeline
-      reduces it server-side (WCS refinement or blind solving, aperture and
-      PSF photometry, Gaia DR3 zero point and colour term, cross-identification
-      with SIMBAD, VSX, Milliquas, SkyBoT and Astro-COLIBRI) and the calibrated
-      image and its sources enter the archive at once.  Jobs follow IVOA UWS
-      1.1; the image travels as a DALI upload (UPLOAD=image,param:PART).
-      Members of the RAPAS network only (HTTP basic authentication).</meta>
+  <service id="reduce" allowed="async,form,static" limitTo="rapas">
+    <meta name="title">RAPAS frame reduction</meta>
+    <meta name="description">Reduce one of your frames and add it to the
+      archive: choose the FITS file and press Go.  The pipeline checks the
+      header, fixes the astrometry (or solves the field), measures every star
+      and calibrates the magnitudes against Gaia DR3; you watch the stages on
+      the job's page, then see the zero point, depth and plots there.  Leave
+      the options empty to use the defaults shown; they fit most frames.
+      For network members only.</meta>
+    <meta name="_bottominfo" format="rst">\RSTservicelink{rapas/q/reduce/static/jobs.html}{Your jobs}:
+      each one's stages, results and plots.  Scripts submit the same job
+      through IVOA UWS at this service's async endpoint (pyvo, curl; the
+      frame as a DALI upload).</meta>
+    <!-- the form makes a UWS job and shows its page (static/job.html, the
+      members' pages of res/web: behind the service's login); no output format -->
+    <property name="fixedFormat">True</property>
+    <property name="staticData">res/web</property>
     <!-- res/reducecore.py: the job's code and the service's UWS
       (DaCHS's user UWS with the UWS 1.1 fixes of res/reduceuws.py) -->
     <customCore module="res/reducecore">
@@ -771,9 +864,12 @@
           <values default="G"><option>G</option><option>R</option><option>B</option></values>
         </inputKey>
         <inputKey name="psf" type="boolean" tablehead="PSF photometry"
-          description="Fit an empirical PSF to every source (default true)"/>
+          description="Fit the stars' measured shape (PSF) to every source, besides apertures">
+          <values default="True"/>
+        </inputKey>
         <inputKey name="cosmics" type="boolean" tablehead="Mask cosmic rays"
-          description="Mask cosmic rays with LA Cosmic (default: when most detections are sharper than a star)"/>
+          description="Always mask cosmic rays (LA Cosmic); unticked, they are masked only when most
+            detections are sharper than a star"/>
         <inputKey name="apertures" type="text" tablehead="Aperture radii"
           description="Four aperture radii in FWHM units, comma-separated (default 1,1.5,2,3)"/>
         <inputKey name="site" type="text" tablehead="Site"
@@ -781,7 +877,10 @@
         <inputKey name="observatory_code" type="text" tablehead="MPC code"
           description="MPC observatory code, e.g. C95: minor planets are looked up for it (topocentric)"/>
         <inputKey name="enrich" type="boolean" tablehead="Catalogue enrichment"
-          description="Cross-identify the sources with SIMBAD, VSX, Milliquas, SkyBoT and Astro-COLIBRI (default true)"/>
+          description="Name the known objects among your sources: SIMBAD, variable stars (VSX), quasars
+            (Milliquas), minor planets (SkyBoT), alerts (Astro-COLIBRI)">
+          <values default="True"/>
+        </inputKey>
       </inputTable>
     </customCore>
   </service>

@@ -28,6 +28,8 @@ serverURL: http://127.0.0.1:{port}
 sitename: RAPAS test archive
 maxUploadSize: {max_upload}
 maxSyncUploadSize: 20000000
+operatorCSS: /rapas/q/web/static/rapas.css
+favicon: ../inputs/rapas/res/web/favicon.ico
 [ivoa]
 authority: rapas.test
 [async]

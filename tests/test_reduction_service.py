@@ -399,23 +399,3 @@ def test_delete_removes_the_job(service):
     response = client.session.delete(job_url, allow_redirects=False)
     assert response.status_code == 303
     assert client.session.get(job_url).status_code == 404
-
-
-def test_the_browser_form_submits_a_job(service):
-    """What a browser does with reduce/form: multipart POST of the form's
-    fields; DaCHS answers with a redirect to the new job, which then runs."""
-    import requests
-    session = requests.Session()
-    session.auth = ("alice", "s3cret")
-    page = session.get(service.url + "/rapas/q/reduce/form", timeout=30)
-    assert page.status_code == 200 and 'type="file"' in page.text
-    response = session.post(service.url + "/rapas/q/reduce/form",
-                            data={"band": "G", "plate_solve": "auto", "__nevow_form__": "genForm"},
-                            files={"image": ("frame.fits", exposure(service, 9).read_bytes(), "application/fits")},
-                            allow_redirects=False, timeout=60)
-    assert response.status_code in (301, 302, 303), response.text[:500]
-    job_url = response.headers["Location"]
-    assert "/rapas/q/reduce/async/" in job_url
-    job = alice(service).wait(job_url)
-    assert job.phase == "COMPLETED", error_message(job)
-    assert job.ownerid == "alice"

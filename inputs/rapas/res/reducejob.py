@@ -229,14 +229,17 @@ def submit_from_form(service, inputTable, queryMeta):
     """The browser form's path: a UWS job made from the form's fields (the
     upload included), owned by the logged-in member (the service is limited
     to the network's group, so DaCHS has authenticated the request), queued,
-    and the browser sent to the job's page."""
+    and the browser sent to the job's page (``res/web/job.html``, served
+    by the service itself, behind its login)."""
     import io
+    import urllib.parse
     from gavo import svcs
     params = {k: v for k, v in inputTable.getParamDict().items() if v is not None}
     if "image" in params:
         client_name, upload = params["image"]
         params["image"] = (client_name, io.BytesIO(upload.read()))
-    raise svcs.SeeOther(uwsjob.queue_job(service, params, queryMeta["user"]))
+    job_id = uwsjob.queue_job(service, params, queryMeta["user"])
+    raise svcs.SeeOther(f"{service.getURL('static')}/job.html?job={urllib.parse.quote(job_id)}")
 
 
 def run(job, inputTable, service):

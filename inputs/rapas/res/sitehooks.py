@@ -49,6 +49,15 @@ process when the archive's RD loads (DaCHS side).
   jQuery UI files, leaves out the files Debian 12's ``libjs-jquery-ui``
   (1.13) no longer has (``ui/jquery-1-7.js``, a shim for jQuery 1.7): it
   answered HTTP 500, and every page's scripts then failed on ``$``.
+- ``_head_for_every_screen``: every page DaCHS renders declares a
+  viewport (phones showed the desktop layout shrunk: a results page was
+  4,413 px wide) and its icon (``/favicon.png``, which DaCHS serves; the
+  browser's own ``/favicon.ico`` request was a 404 in every console).  The
+  layouts for narrow windows are in ``[web]operatorCSS`` (``res/web/rapas.css``).
+- ``_radio_default_checked``: a choice of three or fewer options (plate
+  solving, the Bayer colour plane) shows its default ticked.  DaCHS makes
+  the default the radio group's "none" option, which formal ticks only
+  for no value, while the form fills in the default: nothing was ticked.
 - ``.log`` files (the reduction log, which quotes header values observers
   submitted) are served as ``text/plain; charset=utf-8``, as DaCHS serves
   its other known extensions (twisted knew no ``.log``, and DaCHS's static
@@ -64,8 +73,11 @@ import time
 from urllib.parse import urlsplit
 
 from twisted.web import resource, static
+from twisted.web.template import tags as T
 
 from gavo import base
+from gavo.formal import iformal
+from gavo.formal import widget as formalwidget
 from gavo.protocols import creds, dali, taprunner, uws, uwsactions
 from gavo.svcs import customwidgets
 from gavo.registry.model import VOR, VS
@@ -314,6 +326,26 @@ def _throttled_credentials(user, password, reqGroup, _dachs=creds.hasCredentials
     return False
 
 
+def _head_for_every_screen(self, request, tag, _dachs=common.CommonRenderers.commonhead):
+    """DaCHS's common head, with a viewport and the site's icon."""
+    head = _dachs(self, request, tag)
+    head.children[1:1] = [T.meta(name="viewport", content="width=device-width, initial-scale=1"),
+                          T.link(rel="icon", href=base.makeSitePath("/favicon.png"))]
+    return head
+
+
+_head_for_every_screen.exposedThrough = common.CommonRenderers.commonhead.exposedThrough
+
+
+def _radio_default_checked(self, request, key, value, converter, disabled,
+                           _dachs=formalwidget.RadioChoice._renderTag):
+    """formal's radio group, with the default (its "none" option) ticked
+    when the value is the default."""
+    if self.noneOption is not None and value == converter.fromType(iformal.IKey(self.noneOption).key()):
+        value = None
+    return _dachs(self, request, key, value, converter, disabled)
+
+
 def _jquery_parts_on_this_system(parts, root):
     """DaCHS's jquery-gavo.js parts without the files the installed Debian
     packages do not have (in-memory parts are kept)."""
@@ -323,6 +355,10 @@ def _jquery_parts_on_this_system(parts, root):
 def install(service):
     """Apply the hooks (once) and make ``service`` refuse uploads by URL."""
     static.File.contentTypes[".log"] = "text/plain; charset=utf-8"
+    if getattr(formalwidget.RadioChoice._renderTag, "__name__", "") != "_radio_default_checked":
+        formalwidget.RadioChoice._renderTag = _radio_default_checked
+    if getattr(common.CommonRenderers.commonhead, "__name__", "") != "_head_for_every_screen":
+        common.CommonRenderers.commonhead = _head_for_every_screen
     ifpages.GavoJquery.PARTS = _jquery_parts_on_this_system(ifpages.GavoJquery.PARTS,
                                                             ifpages.GavoJquery.INSTALL_ROOT)
     if not hasattr(dali.mangleUploads, "file_only"):

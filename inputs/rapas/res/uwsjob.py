@@ -69,12 +69,12 @@ class Job:
 
 def queue_job(service, params, user):
     """A new job of ``service`` with ``params`` (the upload as (name, file)),
-    owned by ``user`` and queued; returns its URL."""
+    owned by ``user`` and queued; returns its id."""
     from gavo.protocols import uws
     worker = service.getUWS()
     job_id = worker.getNewIdFromArgs({}, params, user=user)
     worker.changeToPhase(job_id, uws.QUEUED)
-    return worker.getURLForId(job_id)
+    return job_id
 
 
 def start_queued_jobs(service):
