@@ -86,8 +86,8 @@ def _run_tap(url, table, adql, timeout):
         if unreachable(why):
             raise CatalogueError(
                 f"the reference catalogue {table} at {urllib.parse.urlsplit(url).netloc} cannot be reached"
-                f" ({why}): the archive needs network access to it, or a local copy (its administrator"
-                " runs 'make refcat')") from exc
+                f" ({why}): the archive needs network access to it, or a local copy that its"
+                " administrator installs ('make refcat', see the README)") from exc
         raise CatalogueError(f"reference catalogue {table} at {url} failed: {why}") from exc
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
+import pyvo
 import requests
 
 from conftest import SKY
@@ -112,11 +113,13 @@ def final_phase(driver):
     return phase if phase in FINAL else None
 
 
-def images_loaded(driver, css):
-    """How many images ``css`` selects, and how many of them were decoded."""
-    return driver.execute_script(
-        "const images = [...document.querySelectorAll(arguments[0])];"
-        "return [images.length, images.filter(i => i.complete && i.naturalWidth > 0).length]", css)
+def images_loaded(driver, css, timeout=30):
+    """How many images ``css`` selects, and how many of them were decoded,
+    once every one has loaded or failed."""
+    count = ("const images = [...document.querySelectorAll(arguments[0])];"
+             "return images.every(i => i.complete) ? [images.length, images.filter(i => i.naturalWidth > 0).length]"
+             " : null")
+    return wait_for(driver, lambda d: d.execute_script(count, css), timeout=timeout)
 
 
 def test_the_forms_and_home_page_work_and_fit_a_phone(browser, service):
@@ -162,8 +165,10 @@ def test_a_member_watches_a_frame_reduce_and_finds_it_in_the_archive(browser, se
     assert console_errors(browser) == []
     assert overflow_at(browser, NARROW) == []
 
-    # the member's job list names the job with its zero point
-    browser.get(service.url + "/rapas/q/reduce/static/jobs.html")
+    # the member's job list (the UWS job list's address, opened in the browser)
+    # names the job with its zero point
+    browser.get(service.jobs_url)
+    assert browser.current_url.endswith("/rapas/q/reduce/static/jobs.html")
     row = wait_for(browser, lambda d: d.find_elements("css selector", f"tr[data-job='{job_id}']"))[0]
     assert "COMPLETED" in row.text and f"{summary['zero_point']:.3f}" in row.text
     assert console_errors(browser) == [] and overflow_at(browser, NARROW) == []
@@ -190,6 +195,20 @@ def test_a_member_watches_a_frame_reduce_and_finds_it_in_the_archive(browser, se
     assert images_loaded(browser, "#plots img") == [len(pngs), len(pngs)]
     assert console_errors(browser) == [] and overflow_at(browser, NARROW) == []
 
+    # a target in the frame: its page shows the light curve plot and the frame's point
+    added = session.post(service.url + "/rapas/q/target_edit/api", timeout=60, data={
+        "name": "BRW 2026web", "ra": summary["ra_center"], "dec": summary["dec_center"], "kind": "SN"})
+    assert added.status_code == 200 and "ERROR" not in added.text
+    tap = pyvo.dal.TAPService(service.url + "/tap")
+    wait_for(browser, lambda d: str(tap.search("SELECT backfill FROM rapas.targets WHERE name='BRW 2026web'")
+                                    .to_table()["backfill"][0]).startswith("done"), timeout=120, every=0.5)
+    browser.get(service.url + "/rapas/q/web/static/target.html?name=BRW%202026web")
+    wait_for(browser, lambda d: d.find_element("id", "result").is_displayed())
+    assert images_loaded(browser, "#plot") == [1, 1]
+    points = browser.find_elements("css selector", "#points tbody tr")
+    assert any(obs_id in row.text for row in points), [row.text for row in points]
+    assert console_errors(browser) == [] and overflow_at(browser, NARROW) == []
+
 
 def test_a_failing_frame_shows_its_reason_without_reload(browser, service):
     broken = service.work / "shopping-list.fits"
@@ -208,3 +227,7 @@ def test_a_failing_frame_shows_its_reason_without_reload(browser, service):
     assert "FITS" in reason
     assert "submit the frame again" in text_of(browser, "#advice")
     assert console_errors(browser) == [] and overflow_at(browser, NARROW) == []
+    # the job's UWS address, opened in the browser, is its page too
+    browser.get(f"{service.jobs_url}/{job_id}")
+    assert browser.current_url.endswith(f"/rapas/q/reduce/static/job.html?job={job_id}")
+    assert wait_for(browser, final_phase) == "ERROR"

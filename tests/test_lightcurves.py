@@ -228,7 +228,8 @@ def test_the_light_curve_through_datalink_as_a_time_series_and_a_plot(campaign, 
     tap = campaign["tap"]
     result = tap.search("SELECT * FROM rapas.targets WHERE name='AT 2026rap'")
     links = {link.semantics: link for link in next(result.iter_datalinks())}
-    assert {"#this", "#preview", "#progenitor", "#derivation"} <= set(links)
+    assert {"#this", "#preview", "#progenitor", "#derivation", "#documentation"} <= set(links)
+    assert links["#documentation"].access_url.endswith("/rapas/q/web/static/target.html?name=AT%202026rap")
     answer = requests.get(links["#this"].access_url, timeout=60)
     assert answer.headers["content-type"].startswith("application/x-votable+xml")
     votable = parse(io.BytesIO(answer.content)).get_first_table()

@@ -497,6 +497,9 @@ def links_for(descriptor, absolute_url):
         absolute_url("/tap/sync?LANG=ADQL&REQUEST=doQuery&QUERY=" + urllib.parse.quote(query)),
         contentType="application/x-votable+xml", semantics="#derivation",
         description=f"Light-curve rows of {name} with their calibration provenance (TAP)")
+    yield descriptor.makeLink(absolute_url(f"{RD_ID}/web/static/target.html?name=" + urllib.parse.quote(name)),
+                              contentType="text/html", semantics="#documentation",
+                              description=f"The light curve of {name}: its page (plot and points)")
     pos = f"CIRCLE {target['ra']} {target['dec']} 0.0003"
     yield descriptor.makeLink(
         absolute_url(f"{RD_ID}/siap2/siap2.xml?POS=" + urllib.parse.quote(pos)),

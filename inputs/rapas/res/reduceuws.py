@@ -27,6 +27,9 @@ one class or function below:
   and on ``{job}/parameters`` with one line (DaCHS's UWS accepted it).
 - ``Actions.dispatch``: another member's job answers 404, as a missing one
   does (DaCHS answered 401, which told that it exists).
+- ``JobDocument``: a browser opening a job's URL gets the job's HTML page
+  (``wants_a_page``), not the XML styled by XSLT, which Chromium is dropping;
+  the job list's is ``ReductionUWS.job_list_page_for`` (``sitehooks``).
 
 A job's end time is written by the job itself (``uwsjob.Job.finish``); the
 hooks DaCHS has no per-service place for (uploads by URL, capabilities,
@@ -130,6 +133,12 @@ class ReductionUWS(useruws.UserUWS):
     def getURLForId(self, jobId):
         return self.service.getURL("async") + "/" + jobId
 
+    def job_list_page_for(self, request):
+        """Where ``request`` for the job list goes instead (``sitehooks``): a
+        browser's page load to the member's jobs as an HTML page
+        (``res/web/jobs.html``); None for everyone else."""
+        return self.service.getURL("static") + "/jobs.html" if wants_a_page(request) else None
+
     def getNewIdFromArgs(self, uwsArgs, paramDict, user=None):
         _refuse_out_of_range(self.service, paramDict)
         return super().getNewIdFromArgs(uwsArgs, paramDict, user)
@@ -194,10 +203,22 @@ class Parameters(uwsactions.ParameterAction):
         return super().doPOST(job, request)
 
 
+def wants_a_page(request):
+    """Whether the request is a browser's page load: its Accept header
+    names text/html first (browsers do; UWS clients, curl and the pages'
+    own scripts ask for anything)."""
+    accept = (request.getHeader("accept") or "").split(",")[0].split(";")[0].strip()
+    return accept == "text/html"
+
+
 class JobDocument(uwsactions.RootAction):
-    """``GET {job}``: DaCHS's job document, schema-valid."""
+    """``GET {job}``: DaCHS's job document, schema-valid; a browser loading
+    it is sent to the job's HTML page (``res/web/job.html``), not to DaCHS's
+    XSLT rendering of the XML."""
 
     def doGET(self, job, request):
+        if wants_a_page(request):
+            raise svcs.SeeOther(f"{job.uws.service.getURL('static')}/job.html?job={job.jobId}")
         delay = self._delayIfWAIT(job, request)
         if delay:
             return delay

@@ -49,11 +49,14 @@ process when the archive's RD loads (DaCHS side).
   jQuery UI files, leaves out the files Debian 12's ``libjs-jquery-ui``
   (1.13) no longer has (``ui/jquery-1-7.js``, a shim for jQuery 1.7): it
   answered HTTP 500, and every page's scripts then failed on ``$``.
+- ``_job_list_for_browsers``: a browser loading the job list of a UWS that
+  has a ``job_list_page_for`` (the reduction service's) goes to that HTML
+  page instead of the XML styled by XSLT; clients get the XML as before.
 - ``_head_for_every_screen``: every page DaCHS renders declares a
   viewport (phones showed the desktop layout shrunk: a results page was
-  4,413 px wide) and its icon (``/favicon.png``, which DaCHS serves; the
-  browser's own ``/favicon.ico`` request was a 404 in every console).  The
-  layouts for narrow windows are in ``[web]operatorCSS`` (``res/web/rapas.css``).
+  4,413 px wide) and the site's icon (``[web]favicon``; it was a 404 in
+  every console).  The layouts for narrow windows are in
+  ``[web]operatorCSS`` (``res/web/rapas.css``).
 - ``_radio_default_checked``: a choice of three or fewer options (plate
   solving, the Bayer colour plane) shows its default ticked.  DaCHS makes
   the default the radio group's "none" option, which formal ticks only
@@ -75,13 +78,13 @@ from urllib.parse import urlsplit
 from twisted.web import resource, static
 from twisted.web.template import tags as T
 
-from gavo import base
+from gavo import base, svcs
 from gavo.formal import iformal
 from gavo.formal import widget as formalwidget
 from gavo.protocols import creds, dali, taprunner, uws, uwsactions
 from gavo.svcs import customwidgets
 from gavo.registry.model import VOR, VS
-from gavo.web import common, ifpages, root, vosi
+from gavo.web import asyncrender, common, ifpages, root, vosi
 
 #: the one line a cross-site request is refused with
 CROSS_SITE_REFUSED = ("cross-site request refused: this request came from a page on another site, not from"
@@ -326,11 +329,20 @@ def _throttled_credentials(user, password, reqGroup, _dachs=creds.hasCredentials
     return False
 
 
+def _job_list_for_browsers(self, request, _dachs=asyncrender.JoblistResource.render_GET):
+    """DaCHS's job list, unless the UWS sends this request to a page."""
+    page_for = getattr(self.workerSystem, "job_list_page_for", None)
+    page = page_for(request) if page_for else None
+    if page:
+        raise svcs.SeeOther(page)
+    return _dachs(self, request)
+
+
 def _head_for_every_screen(self, request, tag, _dachs=common.CommonRenderers.commonhead):
     """DaCHS's common head, with a viewport and the site's icon."""
     head = _dachs(self, request, tag)
     head.children[1:1] = [T.meta(name="viewport", content="width=device-width, initial-scale=1"),
-                          T.link(rel="icon", href=base.makeSitePath("/favicon.png"))]
+                          T.link(rel="icon", href=base.makeSitePath("/favicon.ico"))]
     return head
 
 
@@ -357,6 +369,8 @@ def install(service):
     static.File.contentTypes[".log"] = "text/plain; charset=utf-8"
     if getattr(formalwidget.RadioChoice._renderTag, "__name__", "") != "_radio_default_checked":
         formalwidget.RadioChoice._renderTag = _radio_default_checked
+    if getattr(asyncrender.JoblistResource.render_GET, "__name__", "") != "_job_list_for_browsers":
+        asyncrender.JoblistResource.render_GET = _job_list_for_browsers
     if getattr(common.CommonRenderers.commonhead, "__name__", "") != "_head_for_every_screen":
         common.CommonRenderers.commonhead = _head_for_every_screen
     ifpages.GavoJquery.PARTS = _jquery_parts_on_this_system(ifpages.GavoJquery.PARTS,
