@@ -158,6 +158,7 @@ def test_a_member_watches_a_frame_reduce_and_finds_it_in_the_archive(browser, se
     assert f"{summary['zero_point']:.3f} ± {summary['zero_point_err']:.3f}" in text_of(browser, "[data-key=zero_point]")
     assert f"{summary['limiting_mag_5sigma']:.2f}" in text_of(browser, "[data-key=limiting_mag]")
     assert str(summary["n_sources"]) in text_of(browser, "[data-key=n_sources]")
+    assert summary["source_file"] == "exp9.fits" and text_of(browser, "#frame") == "exp9.fits ·"
     pngs = [p for p in summary["products"] if p["media_type"] == "image/png"]
     assert len(pngs) >= 4 and images_loaded(browser, "#plots img") == [len(pngs), len(pngs)]
     stages = browser.execute_script("return [...document.querySelectorAll('#stages li')].map(l => l.className)")

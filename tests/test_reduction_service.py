@@ -219,7 +219,9 @@ def test_concurrent_submissions_all_complete(service):
 
 def _pipeline_pid(job_url):
     job_id = job_url.rstrip("/").rsplit("/", 1)[-1]
-    found = subprocess.run(["pgrep", "-f", f"rapas-reduce .*/{job_id}/image"], capture_output=True, text=True)
+    # the frame is the upload under its submitted name (submitted/NAME), or "image"
+    found = subprocess.run(["pgrep", "-f", f"rapas-reduce .*/{job_id}/(image|submitted/)"], capture_output=True,
+                           text=True)
     pids = [int(p) for p in found.stdout.split()]
     return pids[0] if pids else None
 

@@ -271,7 +271,8 @@ def _reduce_and_archive(job, inputTable):
     else:
         (wd / contract.LOG_NAME).touch()
         job.list_result(contract.LOG_NAME, "text/plain")
-        status = _run_pipeline(job, upload, pipeline_arguments(inputTable) + _instrument_registry(wd))
+        status = _run_pipeline(job, uwsjob.submitted_frame(wd),
+                               pipeline_arguments(inputTable) + _instrument_registry(wd))
     if status != 0:
         raise ReductionFailed(_pipeline_error(wd, status))
     summary = json.loads((wd / contract.SUMMARY_NAME).read_text())

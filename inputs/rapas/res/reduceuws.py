@@ -8,6 +8,9 @@ overrides only those, through the hooks DaCHS offers (a core's
 class).  The reduction core (``reducecore.Core``) attaches it.  Each fix is
 one class or function below:
 
+- ``ReductionJob.setPar``: the name of the uploaded file is kept
+  (``uwsjob.keep_upload_name``): DaCHS stored every frame as "image", and
+  the archive recorded "image" as each frame's submitted file name.
 - ``ReductionJob.setParamsFromRawDict``: a POST to ``{job}/parameters``
   sets only the parameters it names (DaCHS resets every other one to None,
   so a boolean set to False became its default, True, again).
@@ -36,14 +39,17 @@ hooks DaCHS has no per-service place for (uploads by URL, capabilities,
 content types, cross-site requests) are in ``sitehooks``.
 If a DaCHS release fixes one of these, its override here can go.
 """
+import io
 import math
 import os
 
 from twisted.web import server
 
-from gavo import base, svcs, utils
+from gavo import api, base, svcs, utils
 from gavo.protocols import useruws, uws, uwsactions
 from gavo.utils import stanxml
+
+uwsjob, _ = api.loadPythonModule("uwsjob", relativeTo=__file__)
 
 UWS = uwsactions.UWS
 
@@ -89,6 +95,14 @@ def not_a_boolean(input_keys, strargs):
 
 class ReductionJob(useruws.UserUWSJobBase):
     """A reduction job; its service is set by ``ReductionUWS``."""
+
+    def setPar(self, parName, parValue):
+        """DaCHS's, keeping the upload's file name (DaCHS stores the file as
+        "image"): the products and the archive record the name submitted."""
+        if parName.lower() == "image" and isinstance(parValue, tuple) and len(parValue) == 2 \
+                and isinstance(parValue[1], io.BytesIO):
+            uwsjob.keep_upload_name(self.getWD(), parValue[0])
+        super().setPar(parName, parValue)
 
     def setParamsFromRawDict(self, strargs):
         """Set the parameters a request names, and only those, if in range."""

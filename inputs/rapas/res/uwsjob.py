@@ -10,11 +10,43 @@ database restarts, instead of leaving it to ``dachs uwsrun``: a phase write
 on a connection that died with a restart would otherwise turn a frame the
 archive holds into a job in ERROR.
 """
+import os
+import re
 from pathlib import Path
 
 from gavo import api
 
 database, _ = api.loadPythonModule("database", relativeTo=__file__)
+
+#: DaCHS stores a job's upload as the file "image" in its directory; the
+#: name it was submitted with is kept beside it, in this file
+UPLOAD_NAME = "image.name"
+#: a submitted file name the archive keeps: a plain name, no path, no dot first
+_PLAIN_NAME = re.compile(r"[\w+\-()][\w.+\-() ]{0,119}")
+
+
+def keep_upload_name(wd, client_name):
+    """Remember the name the frame was submitted with, if it is a plain file name."""
+    name = os.path.basename(str(client_name or "")).strip()
+    if _PLAIN_NAME.fullmatch(name):
+        (Path(wd) / UPLOAD_NAME).write_text(name)
+
+
+def submitted_frame(wd):
+    """The upload under the name it was submitted with (a hard link in
+    ``submitted/``), so that the pipeline's products and the archive
+    record that name (``source_file``, RP_SRC); the upload itself when no
+    name was kept."""
+    wd = Path(wd)
+    try:
+        name = (wd / UPLOAD_NAME).read_text()
+    except OSError:
+        return wd / "image"
+    frame = wd / "submitted" / name
+    if not frame.exists():
+        frame.parent.mkdir(exist_ok=True)
+        os.link(wd / "image", frame)
+    return frame
 
 
 class Job:

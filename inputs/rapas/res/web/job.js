@@ -88,6 +88,8 @@
       return;                                 // not written yet
     }
     $("log").textContent = text;
+    const frame = text.split("\n", 1)[0].match(/ on (.+)$/);      // "... RAPAS pipeline 0.1.0 on NAME"
+    if (frame) $("frame").textContent = frame[1] + " ·";
     const stages = rapas.parseLog(text);
     if (!stages.length) return;
     $("stages").replaceChildren(...stages.map(stage => el("li", {class: stage.state, "data-stage": stage.name},
