@@ -635,6 +635,7 @@
       (e.g. 150.1, 2.2) or sexagesimal; a name is looked up among the
       network's alert targets, then with SIMBAD (Sesame) when the archive
       can reach it.</meta>
+    <publish render="form" sets="local"/>
     <property name="fixedFormat">True</property>
     <dbCore queriedTable="images">
       <!-- //siap#humanInput, with names of the network's targets and
@@ -713,8 +714,9 @@
     service, behind its login. -->
   <service id="web" allowed="static">
     <meta name="title">RAPAS Archive pages</meta>
-    <meta name="description">Pages for observers: reduction jobs as they
-      run, each frame's calibration summary and plots, light curves.</meta>
+    <meta name="description">Pages for observers and scientists: each
+      frame's calibration summary and plots, each alert target's light
+      curve.</meta>
     <property name="staticData">res/web</property>
     <nullCore/>
   </service>

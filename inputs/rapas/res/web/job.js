@@ -28,6 +28,7 @@
     } catch (error) {
       if (error.status === 404) {
         showPhase("UNKNOWN");
+        $("stages").replaceChildren();
         showFailure("There is no job " + jobId + " of yours: it was deleted or has expired, or it is another member's.",
                     el("span", null, "See ", link(urls.jobList, "your jobs"), "."));
       } else if (error.status === 401 || error.status === 403) {
@@ -64,9 +65,9 @@
     const end = job.endTime ? Date.parse(job.endTime) : null;
     const render = () => {
       const seconds = Math.max(0, ((end || Date.now()) - start) / 1000);
-      const waiting = !job.startTime && !end;
-      $("elapsed").textContent = (waiting ? "waiting for a free slot, " : end ? "took " : "running for ")
-        + seconds.toFixed(0) + " s";
+      $("elapsed").textContent = job.phase === "PENDING" ? "not started: a PENDING job runs once it is sent PHASE=RUN"
+        : (job.startTime || end ? (end ? "took " : "running for ") : "waiting for a free slot, ")
+          + seconds.toFixed(0) + " s";
     };
     clearInterval(clock);
     render();

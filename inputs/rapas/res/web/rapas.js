@@ -190,11 +190,10 @@ const rapas = (() => {
   /** The page's header: the site and the pages an observer moves between. */
   function header() {
     document.body.prepend(el("header", null,
-      link(urls.home, "RAPAS Archive"),
+      el("a", {href: urls.home, class: "site"}, "RAPAS Archive"),
       link(urls.form, "Reduce a frame"),
       link(urls.jobList, "My jobs"),
       link(urls.browse, "Search images")));
-    document.body.firstChild.firstChild.className = "site";
   }
 
   function param(name) { return new URLSearchParams(location.search).get(name); }
