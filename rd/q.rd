@@ -788,6 +788,7 @@
 
 
   <service id="reduce" allowed="async,form,static" limitTo="rapas">
+    <meta name="shortName">RAPAS reduction</meta>
     <meta name="title">RAPAS frame reduction</meta>
     <meta name="description">Reduce one of your frames and add it to the
       archive: choose the FITS file and press Go.  The pipeline checks the
@@ -801,7 +802,9 @@
       through IVOA UWS at this service's async endpoint (pyvo, curl; the
       frame as a DALI upload).</meta>
     <!-- the form makes a UWS job and shows its page (static/job.html, the
-      members' pages of res/web: behind the service's login); no output format -->
+      members' pages of res/web: behind the service's login); no output
+      format; listed on the home page -->
+    <publish render="form" sets="local"/>
     <property name="fixedFormat">True</property>
     <property name="staticData">res/web</property>
     <!-- res/reducecore.py: the job's code and the service's UWS

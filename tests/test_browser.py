@@ -6,7 +6,8 @@ A member logs in, submits a simulated frame through the form and watches
 the job page reach COMPLETED without a reload, with the summary's numbers
 and the plots; a broken frame shows its one-line reason; the image search
 finds the frame, with its preview and DataLink; no page logs a JavaScript
-error; every page fits a 480-pixel window.  Screenshots of the job page
+error; every page fits a 480-pixel window; header values that look like
+markup stay text on every page.  Screenshots of the job page
 during and after a run and of a failure go to build/test-artefacts/.
 """
 import time
@@ -28,6 +29,8 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 ARTEFACTS = Path(__file__).resolve().parent.parent / "build" / "test-artefacts"
 NARROW = 480
 FINAL = ("COMPLETED", "ERROR", "ABORTED")
+#: header values an observer's camera software could write: pages must show them as text
+MARKUP = {"OBJECT": '<img src=x onerror="window.pwned=1">', "OBSERVER": "<script>window.pwned=2</script>"}
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +53,11 @@ def logged_in(service, path, user="alice", password="s3cret"):
     browser then sends them with every request below that path)."""
     parts = urllib.parse.urlsplit(service.url)
     return f"{parts.scheme}://{user}:{password}@{parts.netloc}{path}"
+
+
+def markup_ran(driver):
+    """Whether header values (``MARKUP``) ran as markup on the current page."""
+    return driver.execute_script("return window.pwned !== undefined")
 
 
 def console_errors(driver):
@@ -140,7 +148,7 @@ def test_the_forms_and_home_page_work_and_fit_a_phone(browser, service):
 
 
 def test_a_member_watches_a_frame_reduce_and_finds_it_in_the_archive(browser, service):
-    job_id = submit_through_the_form(browser, service, exposure(service, 9))
+    job_id = submit_through_the_form(browser, service, exposure(service, 9, **MARKUP))
     # live: the job page shows stages finishing while the job runs, then the result
     wait_for(browser, lambda d: text_of(d, "#phase") == "EXECUTING" and d.find_elements("css selector",
              "#stages li.done"), timeout=120, every=0.1)
@@ -148,6 +156,7 @@ def test_a_member_watches_a_frame_reduce_and_finds_it_in_the_archive(browser, se
     assert wait_for(browser, final_phase, timeout=180) == "COMPLETED"
     wait_for(browser, lambda d: d.find_element("id", "result").is_displayed())
     assert browser.execute_script("return window.rapasSamePage === true"), "the job page was reloaded"
+    assert not markup_ran(browser)
     browser.save_screenshot(str(ARTEFACTS / "job-completed.png"))
 
     session = requests.Session()
@@ -171,7 +180,7 @@ def test_a_member_watches_a_frame_reduce_and_finds_it_in_the_archive(browser, se
     browser.get(service.jobs_url)
     assert browser.current_url.endswith("/rapas/q/reduce/static/jobs.html")
     row = wait_for(browser, lambda d: d.find_elements("css selector", f"tr[data-job='{job_id}']"))[0]
-    assert "COMPLETED" in row.text and f"{summary['zero_point']:.3f}" in row.text
+    assert "COMPLETED" in row.text and f"{summary['zero_point']:.3f}" in row.text and not markup_ran(browser)
     assert console_errors(browser) == [] and overflow_at(browser, NARROW) == []
 
     # the image search finds the frame: its row links to the preview, the frame's page and DataLink
@@ -181,6 +190,7 @@ def test_a_member_watches_a_frame_reduce_and_finds_it_in_the_archive(browser, se
     obs_id = archived["obs_id"]
     page_link = browser.find_element("css selector", f"a[href$='image.html?obs_id={obs_id}']")
     row = page_link.find_element("xpath", "./ancestor::tr")
+    assert MARKUP["OBJECT"] in row.text and MARKUP["OBSERVER"] in row.text and not markup_ran(browser)
     assert images_loaded(browser, f"tr:has(a[href$='obs_id={obs_id}']) img.rapas-thumb") == [1, 1]
     datalink = row.find_element("link text", "DataLink").get_attribute("href")
     assert urllib.parse.parse_qs(urllib.parse.urlsplit(datalink).query)["ID"] == [archived["obs_publisher_did"]]
@@ -193,6 +203,7 @@ def test_a_member_watches_a_frame_reduce_and_finds_it_in_the_archive(browser, se
     browser.get(service.url + f"/rapas/q/web/static/image.html?obs_id={obs_id}")
     wait_for(browser, lambda d: d.find_element("id", "result").is_displayed())
     assert f"{summary['zero_point']:.3f}" in text_of(browser, "[data-key=zero_point]")
+    assert MARKUP["OBJECT"] in text_of(browser, "#status") and not markup_ran(browser)
     assert images_loaded(browser, "#plots img") == [len(pngs), len(pngs)]
     assert console_errors(browser) == [] and overflow_at(browser, NARROW) == []
 
@@ -209,6 +220,7 @@ def test_a_member_watches_a_frame_reduce_and_finds_it_in_the_archive(browser, se
     points = browser.find_elements("css selector", "#points tbody tr")
     assert any(obs_id in row.text for row in points), [row.text for row in points]
     assert console_errors(browser) == [] and overflow_at(browser, NARROW) == []
+    assert MARKUP["OBSERVER"] in text_of(browser, "#points") and not markup_ran(browser)
 
 
 def test_a_failing_frame_shows_its_reason_without_reload(browser, service):
