@@ -127,10 +127,12 @@ urls:
 	@echo "  TAP examples   $(SERVER)/tap/examples"
 	@echo "  cone search    $(SERVER)/rapas/q/cone/scs.xml"
 	@echo "  reduction UWS  $(SERVER)/rapas/q/reduce/async   (members)"
+	@echo "  reduce a frame $(SERVER)/rapas/q/reduce/form   (members; the job's page follows)"
+	@echo "  my jobs        $(SERVER)/rapas/q/reduce/static/jobs.html   (members)"
 	@echo "  Registry       $(SERVER)/oai.xml   (OAI-PMH; refresh the records: make publish)"
 	@echo "  image form     $(SERVER)/rapas/q/browse/form"
 	@echo "  SIAP2 form     $(SERVER)/rapas/q/siap2/form"
-	@echo "  demo image     $$(curl -s '$(SERVER)/tap/sync?LANG=ADQL&REQUEST=doQuery&RESPONSEFORMAT=csv&QUERY=SELECT+obs_id+FROM+rapas.images' | tail -n +2 | head -1)"
+	@echo "  demo image     $(SERVER)/rapas/q/web/static/image.html?obs_id=$$(curl -s '$(SERVER)/tap/sync?LANG=ADQL&REQUEST=doQuery&RESPONSEFORMAT=csv&QUERY=SELECT+obs_id+FROM+rapas.images' | tail -n +2 | head -1 | tr -d '\r')"
 
 # the browser tests' headless Chromium and its WebDriver, from Debian
 BROWSER_PACKAGES := chromium chromium-driver
