@@ -229,17 +229,14 @@ def submit_from_form(service, inputTable, queryMeta):
     """The browser form's path: a UWS job made from the form's fields (the
     upload included), owned by the logged-in member (the service is limited
     to the network's group, so DaCHS has authenticated the request), queued,
-    and the browser sent to the job's page (``res/web/job.html``, served
-    by the service itself, behind its login)."""
+    and the browser sent to the job's page."""
     import io
-    import urllib.parse
     from gavo import svcs
     params = {k: v for k, v in inputTable.getParamDict().items() if v is not None}
     if "image" in params:
         client_name, upload = params["image"]
         params["image"] = (client_name, io.BytesIO(upload.read()))
-    job_id = uwsjob.queue_job(service, params, queryMeta["user"])
-    raise svcs.SeeOther(f"{service.getURL('static')}/job.html?job={urllib.parse.quote(job_id)}")
+    raise svcs.SeeOther(service.getUWS().job_page(uwsjob.queue_job(service, params, queryMeta["user"])))
 
 
 def run(job, inputTable, service):

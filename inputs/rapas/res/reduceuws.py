@@ -42,6 +42,7 @@ If a DaCHS release fixes one of these, its override here can go.
 import io
 import math
 import os
+import urllib.parse
 
 from twisted.web import server
 
@@ -147,6 +148,11 @@ class ReductionUWS(useruws.UserUWS):
     def getURLForId(self, jobId):
         return self.service.getURL("async") + "/" + jobId
 
+    def job_page(self, job_id):
+        """The job's HTML page (``res/web/job.html``, served by the service
+        itself, behind its login)."""
+        return f"{self.service.getURL('static')}/job.html?job={urllib.parse.quote(job_id)}"
+
     def job_list_page_for(self, request):
         """Where ``request`` for the job list goes instead (``sitehooks``): a
         browser's page load to the member's jobs as an HTML page
@@ -232,7 +238,7 @@ class JobDocument(uwsactions.RootAction):
 
     def doGET(self, job, request):
         if wants_a_page(request):
-            raise svcs.SeeOther(f"{job.uws.service.getURL('static')}/job.html?job={job.jobId}")
+            raise svcs.SeeOther(job.uws.job_page(job.jobId))
         delay = self._delayIfWAIT(job, request)
         if delay:
             return delay

@@ -364,35 +364,37 @@ def _jquery_parts_on_this_system(parts, root):
     return [part for part in parts if hasattr(part, "read") or os.path.exists(os.path.join(root, part))]
 
 
+def _in_place(owner, name, hook):
+    """Whether ``owner.name`` is ``hook`` already (this module is loaded
+    again when the RD changes: a hook must not wrap its own earlier copy)."""
+    return getattr(getattr(owner, name), "__name__", "") == hook.__name__
+
+
 def install(service):
     """Apply the hooks (once) and make ``service`` refuse uploads by URL."""
     static.File.contentTypes[".log"] = "text/plain; charset=utf-8"
-    if getattr(formalwidget.RadioChoice._renderTag, "__name__", "") != "_radio_default_checked":
-        formalwidget.RadioChoice._renderTag = _radio_default_checked
-    if getattr(asyncrender.JoblistResource.render_GET, "__name__", "") != "_job_list_for_browsers":
-        asyncrender.JoblistResource.render_GET = _job_list_for_browsers
-    if getattr(common.CommonRenderers.commonhead, "__name__", "") != "_head_for_every_screen":
-        common.CommonRenderers.commonhead = _head_for_every_screen
+    for owner, name, hook in ((formalwidget.RadioChoice, "_renderTag", _radio_default_checked),
+                              (asyncrender.JoblistResource, "render_GET", _job_list_for_browsers),
+                              (common.CommonRenderers, "commonhead", _head_for_every_screen),
+                              (vosi.VOSICapabilityRenderer, "_getTree", _capabilities_tree),
+                              (root.ArchiveService, "getChild", _archive_child),
+                              (taprunner, "getQTableFromJob", _tap_query_within_its_time)):
+        if not _in_place(owner, name, hook):
+            setattr(owner, name, hook)
     ifpages.GavoJquery.PARTS = _jquery_parts_on_this_system(ifpages.GavoJquery.PARTS,
                                                             ifpages.GavoJquery.INSTALL_ROOT)
     if not hasattr(dali.mangleUploads, "file_only"):
         _mangle_uploads.file_only = set()
         dali.mangleUploads = _mangle_uploads
-    if getattr(vosi.VOSICapabilityRenderer._getTree, "__name__", "") != "_capabilities_tree":
-        vosi.VOSICapabilityRenderer._getTree = _capabilities_tree
-    if getattr(root.ArchiveService.getChild, "__name__", "") != "_archive_child":
-        root.ArchiveService.getChild = _archive_child
-    if getattr(taprunner.getQTableFromJob, "__name__", "") != "_tap_query_within_its_time":
-        taprunner.getQTableFromJob = _tap_query_within_its_time
     uwsactions.ExecDAction.deserializeValue = staticmethod(_capped_execution_duration)
     customwidgets.Interval.processInput.__defaults__ = ([b"", b""],)
     uws._DEFAULT_LOCK_TIMEOUT = JOBS_TABLE_WAIT
     uws.UWS.changeableJob.__wrapped__.__defaults__ = (JOBS_TABLE_WAIT,)
     uws.UWS.changeToPhase.__defaults__ = (None, JOBS_TABLE_WAIT)
-    if getattr(creds.hasCredentials, "__name__", "") != "_throttled_credentials":
+    if not _in_place(creds, "hasCredentials", _throttled_credentials):
         _throttled_credentials.throttle = _LoginThrottle()
         creds.hasCredentials = _throttled_credentials
-    if getattr(common.Request.gotLength, "__name__", "") != "_got_length":
+    if not _in_place(common.Request, "gotLength", _got_length):
         _got_length.rd_ids = set()
         common.Request.gotLength = _got_length
         common.Request.requestReceived = _request_received

@@ -3,7 +3,7 @@
    links (DataLink, SIAP2, TAP). */
 "use strict";
 (() => {
-  const {el, urls, get} = rapas;
+  const {urls, get, showFailure} = rapas;
   const $ = id => document.getElementById(id);
   const obsId = rapas.param("obs_id");
 
@@ -11,7 +11,7 @@
   show();
 
   async function show() {
-    if (!obsId) return fail("No frame was named: this page shows one frame (image.html?obs_id=...).");
+    if (!obsId) return showFailure("No frame was named: this page shows one frame (image.html?obs_id=...).");
     $("title").textContent = "Frame " + obsId;
     document.title = "RAPAS frame " + obsId;
     const query = "SELECT publisher_did, object_name, observer, telescope FROM rapas.images WHERE obs_id='"
@@ -19,10 +19,10 @@
     let rows, summary;
     try {
       rows = (await get(urls.tap(query, "json"), "json")).data;
-      if (!rows.length) return fail("There is no frame " + obsId + " in the archive: it may have been withdrawn.");
+      if (!rows.length) return showFailure("There is no frame " + obsId + " in the archive: it may have been withdrawn.");
       summary = await get(urls.file(obsId, "summary.json"), "json");
     } catch (error) {
-      return fail("The frame's summary could not be read (" + error.message + ").");
+      return showFailure("The frame's summary could not be read (" + error.message + ").");
     }
     const [pubDID, object, observer, telescope] = rows[0];
     $("status").textContent = [object, observer && "observed by " + observer, telescope && "with " + telescope]
@@ -35,11 +35,5 @@
     links.firstChild.remove();                  // the link to this very page
     $("archive").replaceChildren(links);
     $("result").hidden = false;
-  }
-
-  function fail(reason) {
-    $("status").textContent = "";
-    $("reason").textContent = reason;
-    $("failure").hidden = false;
   }
 })();

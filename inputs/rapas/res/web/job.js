@@ -4,7 +4,7 @@
    frame is in the archive; a failed job shows its one-line reason. */
 "use strict";
 (() => {
-  const {el, link, urls, get} = rapas;
+  const {el, link, urls, get, showFailure} = rapas;
   const POLL_MS = 1500;
   const LOG = "rapas.log";
   const jobId = rapas.param("job");
@@ -125,11 +125,5 @@
   function submitAgain() {
     return el("span", null, "Fix what the line above says and ", link(urls.form, "submit the frame again"),
               "; the reduction log below shows each step the pipeline took.");
-  }
-
-  function showFailure(reason, advice) {
-    $("reason").textContent = reason;
-    $("advice").replaceChildren(advice);
-    $("failure").hidden = false;
   }
 })();

@@ -24,7 +24,6 @@ const rapas = (() => {
     jobPage: id => new URL("reduce/static/job.html?job=" + q(id), rd).href,
     jobList: new URL("reduce/static/jobs.html", rd).href,
     imagePage: obsId => new URL("web/static/image.html?obs_id=" + q(obsId), rd).href,
-    targetPage: name => new URL("web/static/target.html?name=" + q(name), rd).href,
     file: (obsId, name) => new URL("files/static/" + q(obsId) + "/" + q(name), rd).href,
     datalink: pubDID => new URL("dl/dlmeta?ID=" + q(pubDID), rd).href,
     siap2: pubDID => new URL("siap2/siap2.xml?ID=" + q(pubDID), rd).href,
@@ -198,6 +197,16 @@ const rapas = (() => {
 
   function param(name) { return new URLSearchParams(location.search).get(name); }
 
+  /** The page's failure box (#failure): the one-line reason (#reason), what
+      to do (#advice, where the page has one); the status line (#status) cleared. */
+  function showFailure(reason, advice) {
+    const node = id => document.getElementById(id);
+    if (node("status")) node("status").textContent = "";
+    node("reason").textContent = reason;
+    if (advice) node("advice").replaceChildren(advice);
+    node("failure").hidden = false;
+  }
+
   return {urls, el, link, get, parseJob, parseJobList, parseLog, summaryCard, productViews, archiveLinks,
-          header, param, fixed, FINAL};
+          header, param, fixed, showFailure, FINAL};
 })();

@@ -3,7 +3,7 @@
    DataLink document. */
 "use strict";
 (() => {
-  const {el, link, urls, get} = rapas;
+  const {el, link, urls, get, showFailure} = rapas;
   const $ = id => document.getElementById(id);
   const name = rapas.param("name");
   const quoted = text => "'" + text.replace(/'/g, "''") + "'";
@@ -12,14 +12,14 @@
   show();
 
   async function show() {
-    if (!name) return fail("No target was named: this page shows one target (target.html?name=...).");
+    if (!name) return showFailure("No target was named: this page shows one target (target.html?name=...).");
     $("title").textContent = "Light curve of " + name;
     document.title = "RAPAS " + name;
     let target, points;
     try {
       target = (await get(urls.tap("SELECT ra, dec, kind, target_did FROM rapas.targets WHERE name="
         + quoted(name), "json"), "json")).data[0];
-      if (!target) return fail("The network follows no target called " + name + ".");
+      if (!target) return showFailure("The network follows no target called " + name + ".");
       const query = "SELECT mjd, filter, mag, mag_err, mag_limit, observer, obs_id FROM rapas.lightcurves"
         + " WHERE target=" + quoted(name) + " ORDER BY mjd";
       points = (await get(urls.tap(query, "json"), "json")).data;
@@ -27,7 +27,7 @@
         el("li", null, link(urls.lightCurveLinks(target[3]), "DataLink"), " — the light curve as a VOTable time series and more"),
         el("li", null, link(urls.tap(query), "The points (TAP)"), " — ", el("code", null, query)));
     } catch (error) {
-      return fail("The light curve could not be read (" + error.message + ").");
+      return showFailure("The light curve could not be read (" + error.message + ").");
     }
     const [ra, dec, kind] = target;
     $("status").textContent = (kind || "target") + " at RA " + rapas.fixed(ra, 5) + "°, Dec " + rapas.fixed(dec, 5)
@@ -39,11 +39,5 @@
          el("td", null, rapas.fixed(err, 3)), el("td", null, rapas.fixed(limit, 2)),
          el("td", null, observer || ""), el("td", null, link(urls.imagePage(obsId), obsId)))));
     $("result").hidden = false;
-  }
-
-  function fail(reason) {
-    $("status").textContent = "";
-    $("reason").textContent = reason;
-    $("failure").hidden = false;
   }
 })();
