@@ -21,7 +21,7 @@ BASE_PACKAGES := postgresql postgresql-15-pgsphere postgresql-15-q3c python3-ven
 DACHS_PACKAGES := gavodachs2-server python3-astropy python3-scipy python3-matplotlib astrometry.net astrometry-data-tycho2-07 astrometry-data-tycho2-08 \
 	astrometry-data-tycho2-09 astrometry-data-tycho2-10-19 source-extractor scamp psfex stilts
 
-.PHONY: install test browser loadtest bench deps postgres venv site deploy demo serve publish urls demo-data refcat clean
+.PHONY: install test browser loadtest bench bench-archive deps postgres venv site deploy demo serve publish urls demo-data refcat clean
 
 install: deps postgres venv deploy serve demo publish urls
 
@@ -72,17 +72,20 @@ deploy: postgres site
 	ln -sfn $(REPO)/inputs/rapas/res $(RESDIR)/res
 	@cache=$$($(DACHS_PY) -c "from gavo import base, utils; print(base.getConfig('cacheDir') + '/' + utils.defuseFileName('http://www.ivoa.net/rdf/uat'))"); \
 	  test -s $$cache || install -o gavo -g gavo -m 644 $(REPO)/inputs/rapas/res/vocabularies/uat.desise $$cache
+	@# the archive database's own settings (JIT off), as a superuser
+	psql -q -d gavo -f $(REPO)/inputs/rapas/etc/database.sql
 	dachs imp //obscore
 	dachs imp //uws enable_useruws
-	@# tables of an older RD are rebuilt from the product files on disk; the
-	@# members' targets and the withdrawals' audit trail are kept aside and
-	@# restored (the targets measured again)
+	@# tables of an older RD are rebuilt from the product files on disk
+	@# (ingest.py --catch-up); the members' targets and the withdrawals'
+	@# audit trail are kept aside and restored (the targets measured again)
 	@if dachs val -c rapas/q 2>&1 | grep -q "No matches in DB\|mismatching"; then \
 	  echo "rapas/q: the tables differ from the RD; re-creating them from $(RESDIR)/data"; \
 	  mkdir -p $(BUILD); $(DACHS_PY) $(RESDIR)/res/lightcurve.py --export $(BUILD)/targets.jsonl 2>/dev/null || true; \
 	  psql -d gavo -qc "\copy rapas.withdrawals TO '$(BUILD)/withdrawals.csv' CSV" 2>/dev/null || true; \
 	  dachs drop rapas/q; fi
 	dachs imp rapas/q
+	runuser -u gavo -- $(DACHS_PY) $(REPO)/inputs/rapas/res/ingest.py --catch-up
 	@if [ -s $(BUILD)/targets.jsonl ]; then $(DACHS_PY) $(RESDIR)/res/lightcurve.py --import $(BUILD)/targets.jsonl \
 	  && mv $(BUILD)/targets.jsonl $(BUILD)/targets.restored.jsonl; fi
 	@if [ -s $(BUILD)/withdrawals.csv ]; then psql -d gavo -qc "\copy rapas.withdrawals FROM '$(BUILD)/withdrawals.csv' CSV" \
@@ -151,6 +154,11 @@ loadtest: deps postgres venv
 
 bench: venv
 	$(PY) -m processing.bench
+
+# the archive at 10^7 sources in a throwaway DaCHS instance: query latencies
+# and bulk ingestion (about 15 min; see tests/bench_archive.py for 10^8)
+bench-archive: deps postgres venv
+	$(PY) tests/bench_archive.py --cluster
 
 # Optional: serve local catalogue extracts from $(RESDIR)/refcat/ on this
 # archive's TAP, for calibration and enrichment without internet (FITS tables

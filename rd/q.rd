@@ -43,6 +43,9 @@
       <meta name="idColumn">publisher_did</meta>
     </meta>
 
+    <!-- SIAP2's TIME is "hi >= t_min AND t_max >= lo": either index serves -->
+    <index columns="t_min"/>
+    <index columns="t_max"/>
     <column name="obs_id" type="text" required="True" ucd="meta.id;meta.main"
       tablehead="Obs. id" verbLevel="1"
       description="RAPAS identifier of the frame: 'rapas-' and the first 16
@@ -194,6 +197,7 @@
       source_id.</meta>
     <foreignKey inTable="images" source="obs_id" dest="obs_id"/>
     <index columns="obs_id"/>
+    <index columns="name"/>
     <column name="obs_id" type="text" required="True" ucd="meta.id;obs"
       tablehead="Obs. id" verbLevel="1" description="Image whose field holds the object"/>
     <column name="catalogue" type="text" required="True" ucd="meta.ref"
@@ -223,12 +227,32 @@
       tablehead="Sep." verbLevel="15" description="Distance to the matched source"/>
   </table>
 
-  <table id="sources" onDisk="True" adql="True" mixin="//scs#pgs-pos-index">
+  <!-- The sources table is the archive's big one (10^9 rows for a
+    ten-year network).  Its position index is q3c's, not pgSphere's: DaCHS
+    then turns ADQL CONTAINS into q3c_join (and the cone search into
+    q3c_radial_query), whose row estimates follow the cone's area, so the
+    planner joins a cone's few rows to rapas.images by nested loop at any
+    size; pgSphere estimates every cone at 0.1 % of the table and hashes
+    the whole images table.  The identifier columns from the enrichment
+    have partial indexes (only their non-NULL rows).  Statistics are
+    refreshed by PostgreSQL's autovacuum once 1 % of the rows have changed,
+    not by an ANALYZE after every image (res/ingest.py copies the rows in
+    with COPY).  make bench-archive measures all this. -->
+  <table id="sources" onDisk="True" adql="True" mixin="//scs#q3cindex">
     <meta name="description">Photometric sources detected on the RAPAS images,
       one row per source per image, calibrated on Gaia DR3.  Join with
       rapas.images on obs_id for the observation time and filter.</meta>
     <foreignKey inTable="images" source="obs_id" dest="obs_id"/>
     <index columns="obs_id"/>
+    <index columns="source_id"/>
+    <LOOP listItems="gaia_source_id vsx_name simbad_id milliquas_name">
+      <events>
+        <index columns="\item"><option>WHERE \item IS NOT NULL</option></index>
+      </events>
+    </LOOP>
+    <script type="postCreation" lang="SQL" name="statistics by volume">
+      ALTER TABLE \qName SET (autovacuum_analyze_scale_factor = 0.01)
+    </script>
     <column name="source_id" type="text" required="True" ucd="meta.id;meta.main"
       tablehead="Source" verbLevel="1" description="Archive-wide source identifier: obs_id and the running number"/>
     <column name="obs_id" type="text" required="True" ucd="meta.id;obs"
@@ -407,13 +431,23 @@
     <column name="checksum" type="text" ucd="meta.checksum" description="SHA-256 of the submitted file"/>
   </table>
 
-  <!-- Frames come in one at a time through res/ingest.py (one transaction
-    for an image and its sources).  A plain "dachs imp rapas/q" only catches
-    up on product directories that are not in the tables yet. -->
-  <data id="import_images" updating="True">
-    <sources pattern="data/*/calibrated.fits">
-      <ignoreSources fromdb="SELECT accref FROM rapas.images"/>
-    </sources>
+  <!-- The archive's tables exist from "dachs imp rapas/q" on (an
+    existing table keeps its rows).  Their rows come only through
+    res/ingest.py, one transaction per image: the image row and the
+    notable objects through the two data elements below (makeData with
+    the staged file as forceSource), the sources with one COPY built from
+    the contract's column list (ingest.copy_sources).  ingest.py's
+    catch-up option ingests the product directories in data/ that are not
+    in the tables (after "dachs drop rapas/q", say), its "all" option every
+    one again (see its docstring). -->
+  <data id="create_archive" updating="True">
+    <make table="images"/>
+    <make table="sources"/>
+    <make table="notable"/>
+  </data>
+
+  <data id="import_images" updating="True" auto="False">
+    <sources pattern="data/*/calibrated.fits"/>
     <fitsProdGrammar qnd="True">
       <rowfilter procDef="//products#define">
         <bind key="table">"\schema.images"</bind>
@@ -487,55 +521,8 @@
     </make>
   </data>
 
-  <data id="import_sources" updating="True">
-    <sources pattern="data/*/sources.fits">
-      <ignoreSources fromdb="SELECT DISTINCT 'rapas/data/' || obs_id || '/sources.fits' FROM rapas.sources"/>
-    </sources>
-    <fitsTableGrammar>
-      <sourceFields>
-        <code>
-          import os
-          return {"obs_id": os.path.basename(os.path.dirname(sourceToken))}
-        </code>
-      </sourceFields>
-    </fitsTableGrammar>
-    <make table="sources">
-      <rowmaker idmaps="*">
-        <map key="obs_id">@obs_id</map>
-        <map key="source_id">"%s-%06d" % (@obs_id, @source_num)</map>
-        <map key="gaia_source_id">@gaia_source_id if @gaia_source_id else None</map>
-        <!-- empty strings and NaN from the FITS table are NULL in the archive -->
-        <LOOP>
-          <codeItems>
-            contract, _ = utils.loadPythonModule(base.getConfig("inputsDir") + "/rapas/res/contract")
-            for column in contract.SOURCE_COLUMNS:
-              if column.type == "text":
-                yield {"name": column.name}
-          </codeItems>
-          <events>
-            <map key="\name">(@\name or "").strip() or None</map>
-          </events>
-        </LOOP>
-        <LOOP>
-          <codeItems>
-            contract, _ = utils.loadPythonModule(base.getConfig("inputsDir") + "/rapas/res/contract")
-            for column in contract.SOURCE_COLUMNS:
-              if column.type in ("real", "double precision") and not column.required:
-                yield {"name": column.name}
-          </codeItems>
-          <events>
-            <!-- KeyError: a column added to the contract after the file was written -->
-            <map key="\name" nullExcs="KeyError">None if @\name is None or @\name != @\name else float(@\name)</map>
-          </events>
-        </LOOP>
-      </rowmaker>
-    </make>
-  </data>
-
-  <data id="import_notable" updating="True">
-    <sources pattern="data/*/summary.json">
-      <ignoreSources fromdb="SELECT DISTINCT 'rapas/data/' || obs_id || '/summary.json' FROM rapas.notable"/>
-    </sources>
+  <data id="import_notable" updating="True" auto="False">
+    <sources pattern="data/*/summary.json"/>
     <embeddedGrammar>
       <iterator>
         <code>

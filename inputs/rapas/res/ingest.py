@@ -35,12 +35,23 @@ file's SHA-256); their product directory leaves the archive with the commit.
 
     GAVOSETTINGS=... python3 inputs/rapas/res/ingest.py --remove OBS_ID [OBS_ID ...] [--reason TEXT]
     GAVOSETTINGS=... python3 inputs/rapas/res/ingest.py --sweep
+
+Many images are best ingested by one command (one process: DaCHS starts
+once), ``--jobs`` (2) of them at once, each still in its own transaction.
+The archive's own product directories are ingested again, each with the
+member who submitted it, by
+
+    GAVOSETTINGS=... python3 inputs/rapas/res/ingest.py --catch-up   # those not in the tables
+    GAVOSETTINGS=... python3 inputs/rapas/res/ingest.py --all        # every one (a new contract)
 """
+import argparse
 import errno
+import functools
 import json
 import os
 import shutil
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from gavo import api
@@ -234,13 +245,12 @@ def _store(product_dir, summary, member):
             staged = _staging(xid, obs_id)
             _stage_files(product_dir, staged, summary.products, member)
             _delete_rows(conn, obs_id, accref)
-            for data_id, name in (("import_images", "calibrated.fits"), ("import_sources", "sources.fits"),
-                                  ("import_notable", contract.SUMMARY_NAME)):
-                api.makeData(rd.getById(data_id), forceSource=str(staged / name),
-                             connection=conn, parseOptions=options, runCommit=False)
+            api.makeData(rd.getById("import_images"), forceSource=str(staged / "calibrated.fits"),
+                         connection=conn, parseOptions=options, runCommit=False)
+            n_rows = copy_sources(conn, obs_id, staged / "sources.fits")
+            api.makeData(rd.getById("import_notable"), forceSource=str(staged / contract.SUMMARY_NAME),
+                         connection=conn, parseOptions=options, runCommit=False)
             lightcurve.measure_image(conn, summary, staged)
-            n_rows = list(conn.query("SELECT count(*) FROM rapas.sources WHERE obs_id=%(o)s",
-                                     {"o": obs_id}))[0][0]
             if n_rows != summary.n_sources:
                 raise IngestError(f"{obs_id}: {n_rows} source rows read, summary says {summary.n_sources}")
             pub_did = list(conn.query("SELECT publisher_did FROM rapas.images WHERE obs_id=%(o)s",
@@ -266,6 +276,102 @@ def _store(product_dir, summary, member):
                           f" ({exc.strerror or exc}); the archive moves them once its administrator has"
                           " fixed the product directory's permissions") from exc
     return pub_did
+
+
+#: PostgreSQL's binary COPY: the signature, flags and header extension
+#: length before the rows, the end marker after them
+COPY_HEADER, COPY_TRAILER = b"PGCOPY\n\xff\r\n\x00" + bytes(8), b"\xff\xff"
+#: binary COPY's big-endian layout of the contract's numeric types
+COPY_TYPES = {"smallint": ">i2", "integer": ">i4", "bigint": ">i8", "real": ">f4", "double precision": ">f8"}
+
+
+def _source_fields(obs_id, path):
+    """The fields of the rapas.sources rows of the catalogue ``path``
+    (sources.fits), as {column: (values, null)}: numeric columns in binary
+    COPY's big-endian types, text as UTF-8 bytes; ``null`` where a value
+    is NaN, empty text, a nullable integer's null literal, or in a column
+    the file does not have (added to the contract after it was written).
+    Then source_id (obs_id and the six-digit running number) and obs_id."""
+    import numpy as np
+    from astropy.io import fits
+    with fits.open(path, memmap=False) as hdus:
+        data = hdus[1].data
+        n_rows = 0 if data is None else len(data)
+        present = set(data.columns.names) if data is not None else set()
+        fields = {}
+        for column in contract.SOURCE_COLUMNS:
+            if column.name not in present:
+                if column.required:
+                    raise IngestError(f"{path.name} has no {column.name} column")
+                fields[column.name] = (np.zeros(n_rows, "S1"), np.ones(n_rows, bool))
+                continue
+            values = _raw_column(data, column.name)
+            if column.type == "text":
+                values, null = _text_field(values)
+            else:
+                null = np.isnan(values) if values.dtype.kind == "f" else (
+                    values == int(column.null) if column.null else np.zeros(n_rows, bool))
+                values = values.astype(COPY_TYPES[column.type])
+            fields[column.name] = (values, null)
+    numbers = np.char.zfill(fields["source_num"][0].astype(int).astype(str), 6)
+    fields["source_id"] = (np.char.encode(np.char.add(f"{obs_id}-", numbers), "utf-8"), np.zeros(n_rows, bool))
+    fields["obs_id"] = (np.full(n_rows, obs_id.encode()), np.zeros(n_rows, bool))
+    return fields, n_rows
+
+
+def _raw_column(data, name):
+    """A FITS table column as stored (text as bytes), without astropy's
+    conversions where it has no scaling."""
+    import numpy as np
+    column = data.columns[name]
+    if column.bzero in (None, 0) and column.bscale in (None, 1):
+        return np.ascontiguousarray(data.base[name])
+    return np.asarray(data[name])
+
+
+def _text_field(values):
+    """(UTF-8 bytes stripped of blanks, null mask) of a text column; a
+    column of blanks (an enrichment that matched nothing) at once."""
+    import numpy as np
+    if values.dtype.kind == "U":
+        values = np.char.encode(values, "utf-8")
+    octets = values.view(np.uint8)
+    if not ((octets != 0) & (octets != 32)).any():
+        return np.zeros(len(values), "S1"), np.ones(len(values), bool)
+    values = np.char.strip(values)
+    return values, np.char.str_len(values) == 0
+
+
+def _binary_copy(fields, n_rows):
+    """PostgreSQL binary COPY data of the rows made of ``fields`` (the
+    values of _source_fields): each row its field count, then each field
+    its length (-1: NULL) and bytes.  Built for all rows at once: every
+    field padded to its column's width in one byte matrix, and the bytes
+    that belong to the data picked out by a mask, in row order."""
+    import numpy as np
+    blocks, masks = [np.full((n_rows, 1), len(fields), ">i2").view(np.uint8)], [np.ones((n_rows, 2), bool)]
+    for values, null in fields.values():
+        width = values.dtype.itemsize
+        lengths = np.char.str_len(values) if values.dtype.kind == "S" else np.full(n_rows, width)
+        data = np.ascontiguousarray(values).view(np.uint8).reshape(n_rows, width)
+        blocks += [np.where(null, -1, lengths).astype(">i4").reshape(n_rows, 1).view(np.uint8), data]
+        masks += [np.ones((n_rows, 4), bool), (np.arange(width) < lengths[:, None]) & ~null[:, None]]
+    return COPY_HEADER + np.hstack(blocks)[np.hstack(masks)].tobytes() + COPY_TRAILER
+
+
+def copy_sources(conn, obs_id, path):
+    """Add the sources of ``path`` (sources.fits) to rapas.sources in the
+    transaction of ``conn`` with one binary COPY; the number of rows.  The
+    rows are built column by column (numpy), not per cell through a
+    grammar, and no ANALYZE follows: PostgreSQL's autovacuum refreshes the
+    statistics (see the RD)."""
+    import io
+    fields, n_rows = _source_fields(obs_id, path)
+    cursor = conn.cursor()
+    cursor.copy_expert(f"COPY rapas.sources ({', '.join(fields)}) FROM STDIN WITH (FORMAT binary)",
+                       io.BytesIO(_binary_copy(fields, n_rows)))
+    cursor.close()
+    return n_rows
 
 
 def _follow_alerts(summary):
@@ -381,32 +487,73 @@ def _in_archive(obs_id):
         return bool(list(conn.query("SELECT 1 FROM rapas.images WHERE obs_id=%(o)s", {"o": obs_id})))
 
 
+def archived_products(only_missing):
+    """The product directories in the archive's ``data/``, in name order;
+    with ``only_missing``, only those whose image is not in rapas.images."""
+    from gavo import base
+    data = Path(api.getRD(RD_ID).resdir) / "data"
+    products = sorted(path for path in data.iterdir() if (path / contract.SUMMARY_NAME).is_file())
+    if only_missing:
+        with base.getTableConn() as conn:
+            archived = {row[0] for row in conn.query("SELECT obs_id FROM rapas.images")}
+        products = [path for path in products if path.name not in archived]
+    return products
+
+
+def _submitter(product_dir):
+    """The member an archived product directory was submitted by (None: an
+    administrator)."""
+    path = product_dir / SUBMITTER_NAME
+    return path.read_text().strip() or None if path.is_file() else None
+
+
+def _reported(action, item):
+    """(JSON line, None) of ``action(item)``, or (None, the error line)."""
+    try:
+        return json.dumps(action(item)), None
+    except IngestError as exc:
+        return None, f"rapas-ingest: {exc}"
+
+
+def run_batch(action, items, jobs):
+    """(JSON line, None) or (None, error line) of ``action`` on each item,
+    in order, ``jobs`` items at once: threads, each image in its own
+    transaction on its own connections; while one waits for the database
+    (COPY, index updates, commit) another reads and converts its files."""
+    with ThreadPoolExecutor(max(1, min(jobs, len(items)))) as pool:
+        yield from pool.map(functools.partial(_reported, action), items)
+
+
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    action = ingest
-    if argv == ["--sweep"]:
+    parser = argparse.ArgumentParser(prog="ingest.py", usage=__doc__)
+    parser.add_argument("items", nargs="*")
+    mode = parser.add_mutually_exclusive_group()
+    for option in ("--remove", "--sweep", "--catch-up", "--all"):
+        mode.add_argument(option, action="store_true")
+    parser.add_argument("--reason")
+    parser.add_argument("--jobs", type=int, default=2, help="images ingested at once (threads; one"
+                        " transaction each): the database works on one while the next is read")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.sweep:
         for obs_id, committed in sweep():
             print(json.dumps({"obs_id": obs_id, "settled": "committed" if committed else "rolled back"}))
         return 0
-    if argv[:1] == ["--remove"]:
-        argv = argv[1:]
-        reason = None
-        if "--reason" in argv[:-1]:
-            at = argv.index("--reason")
-            reason, argv = argv[at + 1], argv[:at] + argv[at + 2:]
+    items, action = args.items, ingest
+    if args.catch_up or args.all:
+        items = [str(path) for path in archived_products(only_missing=args.catch_up)]
 
+        def action(product_dir):
+            return ingest(product_dir, member=_submitter(Path(product_dir)))
+    elif args.remove:
         def action(obs_id):
-            return remove(obs_id, reason=reason)
-    if not argv:
+            return remove(obs_id, reason=args.reason)
+    elif not items:
         print(__doc__, file=sys.stderr)
         return 2
     status = 0
-    for item in argv:
-        try:
-            print(json.dumps(action(item)))
-        except IngestError as exc:
-            print(f"rapas-ingest: {exc}", file=sys.stderr)
-            status = 1
+    for line, error in run_batch(action, items, args.jobs):
+        print(line or error, file=sys.stderr if error else sys.stdout, flush=True)
+        status = 1 if error else status
     return status
 
 

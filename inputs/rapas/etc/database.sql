@@ -1,0 +1,12 @@
+-- Settings of the archive's database (not of the whole PostgreSQL
+-- cluster) for every role that connects to it: DaCHS's services, TAP's
+-- untrusted role, ingestion.  Run by a superuser on the archive's
+-- database: "make deploy" (database gavo), and the tests' throwaway
+-- instances.
+--
+-- JIT off.  PostgreSQL 15 compiles a plan once its estimated cost passes
+-- jit_above_cost (100000), which on a large rapas.sources even a 1-arcmin
+-- cone's plan does; the compilation then takes longer than the query
+-- (tens to hundreds of ms against a few).  The archive's queries are
+-- index lookups that JIT cannot speed up.
+DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET jit = off', current_database()); END $$;
