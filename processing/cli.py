@@ -2,6 +2,12 @@
 
 Exit status 0 on success; 2 on bad input (one line on stderr saying why);
 3 on an internal error (traceback in DIR/rapas.log).
+
+``rapas-reduce IMAGE|DIRECTORY ... --out ROOT`` reduces many frames (a
+directory's FITS files, or a list), each into ROOT/<name>, and prints one
+JSON line per frame.  With ``--scheduler tcp://HOST:PORT`` (or
+``scheduler`` in the site configuration) the frames are reduced on that
+Dask distributed cluster, all at once, instead of here (processing.cluster).
 """
 import argparse
 import json
@@ -65,8 +71,11 @@ def _check_ranges(args):
 
 def _parser():
     p = argparse.ArgumentParser(prog="rapas-reduce", description=__doc__.split("\n")[0])
-    p.add_argument("image", help="FITS file (.fits, .fit, .fts, gzip or fpack)")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("images", nargs="+", metavar="image",
+                   help="FITS file (.fits, .fit, .fts, gzip or fpack); several, or directories of them")
+    p.add_argument("--out", required=True, help="output directory (several frames: one directory each in it)")
+    p.add_argument("--scheduler", help="reduce on this Dask distributed scheduler (tcp://host:port);"
+                   " 'local' reduces here whatever the site configuration says")
     p.add_argument("--band", help="filter band (overrides the FILTER keyword)")
     p.add_argument("--seeing", type=_finite, help="seeing guess, arcsec")
     p.add_argument("--threshold", type=_finite,
@@ -162,23 +171,96 @@ def base_config(path=None):
         raise ValueError(f"configuration {path} is not valid TOML: {exc}") from exc
 
 
-def main(argv=None):
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    args = _parser().parse_args(argv)
+#: what a directory given as input contributes: its FITS files
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fz")
+#: summary.json entries a reduction prints
+PRINTED = ("zero_point", "zero_point_err", "n_sources", "fwhm_arcsec", "limiting_mag_5sigma", "wcs_source")
+
+
+def frames_and_outputs(images, out):
+    """[(frame, its output directory)]: one frame given goes to ``out``;
+    several (directories contribute their FITS files, in name order) go to
+    ``out/<file name without suffixes>``."""
+    frames = []
+    for image in images:
+        if os.path.isdir(image):
+            frames += sorted(os.path.join(image, n) for n in os.listdir(image) if n.lower().endswith(FITS_SUFFIXES))
+        else:
+            frames.append(image)
+    if len(images) == 1 and not os.path.isdir(images[0]):
+        return [(frames[0], out)]
+    seen, result = {}, []
+    for frame in frames:
+        stem = os.path.basename(frame).split(".")[0] or "frame"
+        seen[stem] = seen.get(stem, 0) + 1
+        result.append((frame, os.path.join(out, stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")))
+    return result
+
+
+def _forwarded_options(parser, args):
+    """The options of ``args`` a worker's rapas-reduce needs, as
+    command-line words (not the frames, --out, --scheduler, --quiet)."""
+    words = []
+    for action in parser._actions:
+        if action.dest in ("help", "images", "out", "scheduler", "quiet") or not action.option_strings:
+            continue
+        value = getattr(args, action.dest)
+        if value is None or value is False:
+            continue
+        words.append(action.option_strings[0] if value is True else f"{action.option_strings[0]}={value}")
+    return words
+
+
+def _reduce_here(image, out, config, quiet):
+    """Reduce one frame in this process; (exit status, printed line)."""
     from .pipeline import InternalError, reduce
     try:
-        config = config_from_args(args)
-        result = reduce(args.image, args.out, config, echo=not args.quiet)
+        result = reduce(image, out, config, echo=not quiet)
     except InternalError as exc:
-        print(f"rapas-reduce: {exc} (details in {args.out}/rapas.log)", file=sys.stderr)
-        return 3
+        return 3, f"rapas-reduce: {exc} (details in {out}/rapas.log)"
+    except (PipelineError, ValueError, TypeError) as exc:
+        return 2, f"rapas-reduce: {exc}"
+    return 0, json.dumps({k: result.summary[k] for k in PRINTED})
+
+
+def _summary_line(out):
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    return json.dumps({k: summary[k] for k in PRINTED})
+
+
+def main(argv=None):
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
     except (PipelineError, ValueError, TypeError) as exc:
         print(f"rapas-reduce: {exc}", file=sys.stderr)
         return 2
-    s = result.summary
-    print(json.dumps({k: s[k] for k in ("zero_point", "zero_point_err", "n_sources", "fwhm_arcsec",
-                                         "limiting_mag_5sigma", "wcs_source")}))
-    return 0
+    jobs = frames_and_outputs(args.images, args.out)
+    many = len(jobs) > 1 or os.path.isdir(args.images[0])
+    outcomes = []
+
+    def report(image, status, line):
+        if many:
+            entry = {"image": image, "out": dict(jobs)[image]}
+            entry.update(json.loads(line) if status == 0 else {"error": line.strip()})
+            print(json.dumps(entry), flush=True)
+        else:
+            print(line.strip(), file=sys.stderr if status else sys.stdout, flush=True)
+        outcomes.append(status)
+
+    scheduler = args.scheduler if args.scheduler is not None else config.scheduler
+    if scheduler and scheduler != "local":
+        from .cluster import reduce_all
+        reduce_all(scheduler, jobs, _forwarded_options(parser, args), lambda image, status, stderr: report(
+            image, status, _summary_line(dict(jobs)[image]) if status == 0 else
+            (stderr.strip().splitlines() or ["rapas-reduce: the worker failed"])[-1]))
+    else:
+        for image, out in jobs:
+            report(image, *_reduce_here(image, out, config, args.quiet))
+    return max(outcomes, default=0)
 
 
 if __name__ == "__main__":

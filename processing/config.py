@@ -138,6 +138,9 @@ class Config:
     colour_term_registry: dict = field(default_factory=dict)
     #: on-disk cache of reference-catalogue fields (TAP answers); None = no cache
     cache_dir: str | None = field(default_factory=lambda: default_cache_dir())
+    #: a Dask distributed scheduler (``tcp://host:8786``) rapas-reduce hands
+    #: its frames to (processing.cluster); None: reduce where it runs
+    scheduler: str | None = None
 
     def with_options(self, **kwargs):
         """Copy with some options changed; unknown names are an error."""
