@@ -112,9 +112,13 @@ class InternalError(PipelineError):
 
 
 def _clear_previous(out):
-    """Remove products of an earlier run so a failure never looks complete."""
-    for name in PRODUCT_NAMES + (ERROR_NAME, LOG_NAME):
+    """Remove products of an earlier run so a failure never looks complete.
+    The log is emptied in place, not removed: a UWS job lists it as a
+    result before the pipeline starts, and a client reading it meanwhile
+    must never find it missing."""
+    for name in set(PRODUCT_NAMES + (ERROR_NAME,)) - {LOG_NAME}:
         (out / name).unlink(missing_ok=True)
+    (out / LOG_NAME).open("w").close()
     shutil.rmtree(out / ".partial", ignore_errors=True)
 
 
