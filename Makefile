@@ -156,7 +156,7 @@ bench: venv
 	$(PY) -m processing.bench
 
 # the archive at 10^7 sources in a throwaway DaCHS instance: query latencies
-# and bulk ingestion (about 15 min; see tests/bench_archive.py for 10^8)
+# and bulk ingestion (about 7 min; see tests/bench_archive.py for 10^8)
 bench-archive: deps postgres venv
 	$(PY) tests/bench_archive.py --cluster
 
