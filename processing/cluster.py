@@ -26,7 +26,7 @@ import time
 import uuid
 from pathlib import Path
 
-from .contract import ERROR_NAME, LOG_NAME
+from .contract import ERROR_NAME, LOG_NAME, clear_products
 
 #: options whose value names a file the worker needs
 FILE_OPTIONS = ("--refcat", "--config", "--instrument-registry")
@@ -130,6 +130,7 @@ class RemoteReduction:
         from distributed import Queue
         self.client, self.out, self.worker = client, Path(out), None
         self.out.mkdir(parents=True, exist_ok=True)
+        clear_products(self.out)
         self.log = open(self.out / LOG_NAME, "a", encoding="utf-8")
         queue_name = f"rapas-log-{uuid.uuid4().hex}"
         self.queue = Queue(queue_name, client=client)

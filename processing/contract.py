@@ -82,6 +82,17 @@ PRODUCTS = (
 PRODUCT_NAMES = tuple(p.name for p in PRODUCTS)
 
 
+def clear_products(out):
+    """Remove an earlier run's products and error from the directory
+    ``out`` (a ``pathlib.Path``), so that a failure never looks complete.
+    The log is emptied in place, not removed: a UWS job lists it as a
+    result before the reduction starts, and a client reading it meanwhile
+    must never find it missing."""
+    for name in set(PRODUCT_NAMES + (ERROR_NAME,)) - {LOG_NAME}:
+        (out / name).unlink(missing_ok=True)
+    (out / LOG_NAME).open("w").close()
+
+
 def product_manifest():
     """``PRODUCTS`` as summary.json lists them."""
     return [dict(name=p.name, media_type=p.media_type, semantics=p.semantics, description=p.description)

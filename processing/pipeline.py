@@ -18,7 +18,7 @@ from astropy.table import Table
 
 from . import __version__, astrometry, stages
 from .config import Config
-from .contract import ERROR_NAME, LOG_NAME, PRODUCT_NAMES, SUMMARY_NAME, Summary
+from .contract import ERROR_NAME, LOG_NAME, PRODUCT_NAMES, SUMMARY_NAME, Summary, clear_products
 from .errors import OutOfSpaceError, PipelineError
 from .logbook import Logbook, warnings_into
 
@@ -112,13 +112,9 @@ class InternalError(PipelineError):
 
 
 def _clear_previous(out):
-    """Remove products of an earlier run so a failure never looks complete.
-    The log is emptied in place, not removed: a UWS job lists it as a
-    result before the pipeline starts, and a client reading it meanwhile
-    must never find it missing."""
-    for name in set(PRODUCT_NAMES + (ERROR_NAME,)) - {LOG_NAME}:
-        (out / name).unlink(missing_ok=True)
-    (out / LOG_NAME).open("w").close()
+    """Remove products of an earlier run (``contract.clear_products``) and
+    its unfinished files, so a failure never looks complete."""
+    clear_products(out)
     shutil.rmtree(out / ".partial", ignore_errors=True)
 
 

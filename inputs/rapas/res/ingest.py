@@ -504,7 +504,7 @@ def _submitter(product_dir):
     """The member an archived product directory was submitted by (None: an
     administrator)."""
     path = product_dir / SUBMITTER_NAME
-    return path.read_text().strip() or None if path.is_file() else None
+    return (path.read_text().strip() or None) if path.is_file() else None
 
 
 def _reported(action, item):
@@ -544,12 +544,12 @@ def main(argv=None):
 
         def action(product_dir):
             return ingest(product_dir, member=_submitter(Path(product_dir)))
-    elif args.remove:
-        def action(obs_id):
-            return remove(obs_id, reason=args.reason)
     elif not items:
         print(__doc__, file=sys.stderr)
         return 2
+    elif args.remove:
+        def action(obs_id):
+            return remove(obs_id, reason=args.reason)
     status = 0
     for line, error in run_batch(action, items, args.jobs):
         print(line or error, file=sys.stderr if error else sys.stdout, flush=True)
