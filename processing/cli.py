@@ -239,6 +239,10 @@ def main(argv=None):
         print(f"rapas-reduce: {exc}", file=sys.stderr)
         return 2
     jobs = frames_and_outputs(args.images, args.out)
+    if not jobs:
+        print(f"rapas-reduce: no FITS files ({', '.join(FITS_SUFFIXES)}) in {', '.join(args.images)}",
+              file=sys.stderr)
+        return 2
     many = len(jobs) > 1 or os.path.isdir(args.images[0])
     outcomes = []
 

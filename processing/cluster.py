@@ -163,25 +163,28 @@ class RemoteReduction:
         self._drain()
         if self.future.done():
             return True
-        if self.worker is not None and self.worker not in self.client.scheduler_info(n_workers=-1)["workers"]:
+        if self._worker_gone():
             raise self._lost()
         return False
 
+    def _worker_gone(self):
+        return self.worker is not None and self.worker not in self.client.scheduler_info(n_workers=-1)["workers"]
+
     def finish(self):
         """The worker's (status, stderr) once it has ended; its products
-        (the complete log among them) written into ``out``."""
+        (all but the log, which came line by line) written into ``out``."""
         self._drain()
         try:
             result = self.future.result()
         except Exception as exc:
-            if self.worker is not None:
+            if self._worker_gone():
                 raise self._lost() from exc
             raise ClusterError(f"the cluster failed to reduce the frame: {type(exc).__name__}: {exc}") from exc
         finally:
             self.log.close()
             self.queue.close()
         for name, data in result["files"].items():
-            if name != LOG_NAME:              # the log came line by line
+            if name != LOG_NAME:
                 (self.out / name).write_bytes(data)
         return result["status"], result["stderr"]
 

@@ -139,6 +139,15 @@ def test_cli_exit_code_and_one_line(tmp_path):
     assert "Traceback" not in run.stderr
 
 
+def test_a_directory_without_frames_is_refused_with_one_line(tmp_path):
+    (tmp_path / "night").mkdir()
+    (tmp_path / "night" / "notes.txt").write_text("clouds")
+    run = subprocess.run([sys.executable, "-m", "processing.cli", str(tmp_path / "night"), "--out",
+                          str(tmp_path / "o")], capture_output=True, text=True)
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.strip().startswith("rapas-reduce: no FITS files") and len(run.stderr.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("options, words", [
     (["--apertures", "1,2"], "give four increasing positive radii"),
     (["--apertures", "nan,1,2,3"], "give four increasing positive radii"),
