@@ -17,7 +17,6 @@ cluster (killed, out of memory, its machine gone) the reduction fails with
 one line naming the worker, and nothing of it is written but the log
 (Dask would otherwise run the task again on another worker, unseen).
 """
-import json
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import time
 import uuid
 from pathlib import Path
 
-from .contract import ERROR_NAME, LOG_NAME, clear_products
+from .contract import LOG_NAME, clear_products, write_error
 
 #: options whose value names a file the worker needs
 FILE_OPTIONS = ("--refcat", "--config", "--instrument-registry")
@@ -197,8 +196,7 @@ def record_failure(out, exc):
     out.mkdir(parents=True, exist_ok=True)
     with open(out / LOG_NAME, "a", encoding="utf-8") as log:
         log.write(f"ERROR: {exc}\n")
-    (out / ERROR_NAME).write_text(json.dumps({"stage": "cluster", "type": type(exc).__name__,
-                                              "message": str(exc)}))
+    write_error(out, "cluster", exc)
 
 
 def reduce_all(scheduler, jobs, options, report):

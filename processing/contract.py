@@ -15,6 +15,7 @@ without the pipeline's packages and loads this very file
 (``inputs/rapas/res/contract.py`` is a link to it) with
 ``api.loadPythonModule``.
 """
+import json
 from dataclasses import MISSING, dataclass, field, fields
 
 LOG_NAME = "rapas.log"
@@ -91,6 +92,12 @@ def clear_products(out):
     for name in set(PRODUCT_NAMES + (ERROR_NAME,)) - {LOG_NAME}:
         (out / name).unlink(missing_ok=True)
     (out / LOG_NAME).open("w").close()
+
+
+def write_error(out, stage, exc):
+    """error.json in ``out``: the failed stage, the error's type and its
+    one line for the user (the archive's job reads it for its errorSummary)."""
+    (out / ERROR_NAME).write_text(json.dumps({"stage": stage, "type": type(exc).__name__, "message": str(exc)}))
 
 
 def product_manifest():

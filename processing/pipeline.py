@@ -18,7 +18,7 @@ from astropy.table import Table
 
 from . import __version__, astrometry, stages
 from .config import Config
-from .contract import ERROR_NAME, LOG_NAME, PRODUCT_NAMES, SUMMARY_NAME, Summary, clear_products
+from .contract import LOG_NAME, PRODUCT_NAMES, SUMMARY_NAME, Summary, clear_products, write_error
 from .errors import OutOfSpaceError, PipelineError
 from .logbook import Logbook, warnings_into
 
@@ -230,8 +230,7 @@ def _fail(out, log, exc):
     log(f"ERROR: {exc}")
     log.close()
     shutil.rmtree(out / ".partial", ignore_errors=True)
-    (out / ERROR_NAME).write_text(json.dumps({"stage": getattr(exc, "stage", "pipeline"),
-                                              "type": type(exc).__name__, "message": str(exc)}))
+    write_error(out, getattr(exc, "stage", "pipeline"), exc)
 
 
 def _json_default(value):
