@@ -155,10 +155,11 @@ loadtest: deps postgres venv
 bench: venv
 	$(PY) -m processing.bench
 
-# the archive at 10^7 sources in a throwaway DaCHS instance: query latencies
-# and bulk ingestion (about 7 min; see tests/bench_archive.py for 10^8)
+# the archive at 10^7 sources in a throwaway DaCHS instance: query latencies,
+# bulk ingestion, clustered and partitioned (about 12 min; see
+# tests/bench_archive.py for 10^8)
 bench-archive: deps postgres venv
-	$(PY) tests/bench_archive.py --cluster
+	$(PY) tests/bench_archive.py --cluster --partition 64
 
 # Optional: serve local catalogue extracts from $(RESDIR)/refcat/ on this
 # archive's TAP, for calibration and enrichment without internet (FITS tables

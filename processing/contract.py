@@ -16,6 +16,7 @@ without the pipeline's packages and loads this very file
 ``api.loadPythonModule``.
 """
 import json
+import os
 from dataclasses import MISSING, dataclass, field, fields
 
 LOG_NAME = "rapas.log"
@@ -86,12 +87,17 @@ PRODUCT_NAMES = tuple(p.name for p in PRODUCTS)
 def clear_products(out):
     """Remove an earlier run's products and error from the directory
     ``out`` (a ``pathlib.Path``), so that a failure never looks complete.
-    The log is emptied in place, not removed: a UWS job lists it as a
-    result before the reduction starts, and a client reading it meanwhile
-    must never find it missing."""
+    Every product is written afresh afterwards, never rewritten in place:
+    an ingested directory's files may be the archive's own (hard links,
+    ``ingest.py --link``).  The log is replaced by an empty one in one
+    rename, not removed: a UWS job lists it as a result before the
+    reduction starts, and a client reading it meanwhile must never find it
+    missing."""
     for name in set(PRODUCT_NAMES + (ERROR_NAME,)) - {LOG_NAME}:
         (out / name).unlink(missing_ok=True)
-    (out / LOG_NAME).open("w").close()
+    empty = out / (LOG_NAME + ".new")
+    empty.open("w").close()
+    os.replace(empty, out / LOG_NAME)
 
 
 def write_error(out, stage, exc):

@@ -38,6 +38,7 @@ def reenrich(product_dir, out_dir, config, echo=False):
     out.mkdir(parents=True, exist_ok=True)
     for item in product_dir.iterdir():
         if item.is_file() and item.name != SUMMARY_NAME:
+            (out / item.name).unlink(missing_ok=True)      # a new file: DIR's may be the archive's (linked)
             shutil.copyfile(item, out / item.name)
     summary = Summary.from_dict(json.loads((product_dir / SUMMARY_NAME).read_text()))
     (out / SUMMARY_NAME).unlink(missing_ok=True)       # the directory is complete again only at the end

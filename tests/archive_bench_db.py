@@ -3,9 +3,10 @@ runs on DaCHS's Python with GAVOSETTINGS pointing at a throwaway instance.
 
     python3 archive_bench_db.py fill TEMPLATE_OBS_ID N_SOURCES PER_IMAGE EPOCHS
     python3 archive_bench_db.py queries REPEAT N_FIELDS
-    python3 archive_bench_db.py ingest JOBS PRODUCT_DIR [PRODUCT_DIR ...]
+    python3 archive_bench_db.py ingest JOBS link|copy PRODUCT_DIR [PRODUCT_DIR ...]
     python3 archive_bench_db.py cluster
-    python3 archive_bench_db.py plans TEMPLATE_OBS_ID N_SOURCES PER_IMAGE EPOCHS    (rolled back)
+    python3 archive_bench_db.py partition N_PARTITIONS
+    python3 archive_bench_db.py plans TEMPLATE_OBS_ID N_SOURCES PER_IMAGE EPOCHS [N_PARTITIONS]   (rolled back)
 
 Each prints one JSON document on stdout.
 
@@ -125,6 +126,17 @@ def cluster():
     return {"cluster_s": time.perf_counter() - t0}
 
 
+def partition(n_partitions):
+    """Partition the sources by sky region (res/partition.py, what the
+    archive's maintenance does past 10^8 rows); the seconds it took and the
+    partitions' row counts."""
+    module, _ = api.loadPythonModule("partition", relativeTo=api.getRD("rapas/q").resdir + "/res/partition.py")
+    t0 = time.perf_counter()
+    with base.getWritableAdminConn() as conn:
+        counts = module.partition(conn, n_partitions)
+    return {"partition_s": time.perf_counter() - t0, "rows": sorted(counts.values())}
+
+
 def _star(conn, field, k):
     """(ra, dec, vsx_name, gaia_source_id) of star ``k`` of ``field`` in
     the field's first image (image number field + 1)."""
@@ -184,16 +196,28 @@ def _translated(adql, star):
     return sql.replace("%%", "%")
 
 
-def plans(template, n_sources, per_image, epochs):
+def _grants(conn):
+    return list(conn.query("SELECT relacl::text FROM pg_class WHERE oid = 'rapas.sources'::regclass"))[0][0]
+
+
+def plans(template, n_sources, per_image, epochs, n_partitions=0):
     """The plans of the advertised queries on a synthetic archive built in
     a transaction that is then rolled back (the instance is as before; the
-    server goes on serving its own rows meanwhile)."""
+    server goes on serving its own rows meanwhile), with ``n_partitions``
+    sky partitions of rapas.sources made in that transaction."""
     conn = base.getDBConnection("admin")
     try:
         size = _fill(conn, template, n_sources, per_image, epochs)
         star = _star(conn, 0, 1)
-        result = {"jit": list(conn.query("SHOW jit"))[0][0], "fill": size,
-                  "plans": {name: _plan(conn, _translated(adql, star)) for name, adql in QUERIES.items()}}
+        result = {"jit": list(conn.query("SHOW jit"))[0][0], "fill": size}
+        if n_partitions:
+            module, _ = api.loadPythonModule("partition",
+                                             relativeTo=api.getRD("rapas/q").resdir + "/res/partition.py")
+            grants = _grants(conn)
+            result["partitions"] = sorted(module.partition(conn, n_partitions).values())
+            result["grants_kept"] = _grants(conn) == grants
+            result["rows"] = list(conn.query("SELECT count(*) FROM rapas.sources"))[0][0]
+        result["plans"] = {name: _plan(conn, _translated(adql, star)) for name, adql in QUERIES.items()}
         result["plans"]["SIAP2 time"] = _plan(conn, SIAP2_TIME % {"lo": T0_MJD + 1, "hi": T0_MJD + 1.1})
         return result
     finally:
@@ -234,19 +258,21 @@ def queries(repeat, n_fields):
     return {"jit": jit, "queries": results}
 
 
-def ingest(dirs, jobs):
+def ingest(dirs, jobs, link):
     """Ingest product directories in this one process as ``ingest.py
-    --jobs`` does (res/ingest.py's ``run_batch``, one transaction each):
-    seconds in all."""
+    --jobs`` (and ``--link``) does (res/ingest.py's ``run_batch``, one
+    transaction each): seconds in all."""
+    import functools
     module, _ = api.loadPythonModule("ingest", relativeTo=api.getRD("rapas/q").resdir + "/res/ingest.py")
-    module.ingest(dirs[0])                            # imports and first-use costs
+    action = functools.partial(module.ingest, link=link)
+    action(dirs[0])                                   # imports and first-use costs
     t0 = time.perf_counter()
-    results = list(module.run_batch(module.ingest, dirs[1:], jobs))
+    results = list(module.run_batch(action, dirs[1:], jobs))
     seconds = time.perf_counter() - t0
     errors = [error for _, error in results if error]
     if errors:
         raise SystemExit("\n".join(errors))
-    return {"images": len(results), "jobs": jobs, "seconds": seconds,
+    return {"images": len(results), "jobs": jobs, "link": link, "seconds": seconds,
             "sources": sum(json.loads(line)["n_sources"] for line, _ in results)}
 
 
@@ -257,11 +283,13 @@ def main(argv):
     elif command == "queries":
         result = queries(int(args[0]), int(args[1]))
     elif command == "ingest":
-        result = ingest(args[1:], int(args[0]))
+        result = ingest(args[2:], int(args[0]), args[1] == "link")
     elif command == "plans":
-        result = plans(args[0], *map(int, args[1:4]))
+        result = plans(args[0], *map(int, args[1:5]))
     elif command == "cluster":
         result = cluster()
+    elif command == "partition":
+        result = partition(int(args[0]))
     else:
         raise SystemExit(__doc__)
     print(json.dumps(result))

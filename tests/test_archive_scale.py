@@ -3,6 +3,7 @@ advertised queries on a synthetic archive (built in a transaction that is
 rolled back), and the bulk ingestion commands.  The timings at 10^7 rows
 are ``make bench-archive``'s (tests/bench_archive.py), not a test's."""
 import json
+import re
 import subprocess
 
 import numpy as np
@@ -17,10 +18,11 @@ pytestmark = pytest.mark.archive
 INGEST = str(REPO / "inputs" / "rapas" / "res" / "ingest.py")
 
 
-def _plans(dachs, template, n_sources, per_image, epochs):
+def _plans(dachs, template, n_sources, per_image, epochs, partitions=0):
     run = subprocess.run([DACHS_PYTHON, str(REPO / "tests" / "archive_bench_db.py"), "plans", template,
-                          str(n_sources), str(per_image), str(epochs)], env=dachs.env, capture_output=True,
-                         text=True, check=True)
+                          str(n_sources), str(per_image), str(epochs), str(partitions)], env=dachs.env,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout)
 
 
@@ -45,6 +47,34 @@ def test_advertised_queries_use_their_indexes_and_nested_loops(dachs, archived):
     assert "sources_vsx_name" in plans["VSX name"]
     assert "images_t_min" in plans["SIAP2 time"] or "images_t_max" in plans["SIAP2 time"]
     assert dachs.sql("SELECT count(*) FROM rapas.images") == before          # rolled back
+
+
+def _partitions_read(plan):
+    return set(re.findall(r"sources_sky\d+", plan))
+
+
+def test_sky_partitions_keep_every_row_and_grant_and_a_cone_reads_only_its_region(dachs, archived):
+    """res/partition.py on a synthetic archive (in a transaction rolled
+    back): rapas.sources in 8 sky partitions of about equal size holds
+    every row, TAP's grants and every index; a cone and a light curve read
+    the partition of their position only, through its q3c index, and the
+    light curve still joins its images by nested loop."""
+    _, _, ingested = archived
+    total = dachs.sql("SELECT count(*) FROM rapas.sources")[0][0]
+    result = _plans(dachs, ingested["obs_id"], 50_000, 100, 20, partitions=8)
+    assert len(result["partitions"]) == 8
+    assert sum(result["partitions"]) == result["rows"] == result["fill"]["sources"] >= total + 50_000
+    assert result["partitions"][-1] < 2 * result["partitions"][0]                 # about equal
+    assert result["grants_kept"]
+    plans = result["plans"]
+    for name, plan in plans.items():
+        assert "Seq Scan on sources" not in plan, (name, plan)
+    for name in ("cone 1'", "light curve"):
+        assert 1 <= len(_partitions_read(plans[name])) <= 2, (name, plans[name])
+        assert "q3c_ang2ipix" in plans[name]
+    assert "Nested Loop" in plans["light curve"] and "images_pkey" in plans["light curve"]
+    assert len(_partitions_read(plans["Gaia id"])) == 8 and "gaia_source_id" in plans["Gaia id"]
+    assert dachs.sql("SELECT relkind FROM pg_class WHERE oid = 'rapas.sources'::regclass") == [["r"]]
 
 
 def test_every_source_value_served_is_the_catalogues(dachs, archived):
@@ -120,3 +150,41 @@ def test_catch_up_and_reingest_all_rebuild_rows_from_the_archived_products(dachs
     again = [json.loads(line) for line in _ingest(dachs, "--all", "--jobs", "2").stdout.splitlines()]
     assert obs_id in [r["obs_id"] for r in again]
     assert dachs.sql(image_sql) == restored and dachs.sql(sources_sql) == sources
+
+
+def _handed_over_copy(out_dir, copy):
+    """The products of ``out_dir`` in ``copy`` as another image (its own obs_id and checksum)."""
+    import shutil
+    shutil.copytree(out_dir, copy)
+    summary = json.loads((copy / "summary.json").read_text())
+    summary.update(obs_id="rapas-" + "f1" * 8, checksum_sha256="f1" * 32)
+    (copy / "summary.json").write_text(json.dumps(summary))
+    return summary["obs_id"]
+
+
+def test_linked_products_are_the_archives_and_a_rerun_into_them_leaves_the_archive_intact(dachs, archived,
+                                                                                           tmp_path):
+    """--link hands a directory over: the archive's files are its files (no
+    20 MB copy); the pipeline's next run into it writes new files, so the
+    archived ones keep their bytes.  Without --link the files are copies."""
+    import hashlib
+
+    from processing.contract import PRODUCT_NAMES, clear_products
+    _, result, ingested = archived
+    copied = dachs.resdir / "data" / ingested["obs_id"] / "calibrated.fits"
+    assert copied.stat().st_ino != (result.out_dir / "calibrated.fits").stat().st_ino
+    handed = tmp_path / "handed"
+    obs_id = _handed_over_copy(result.out_dir, handed)
+    assert json.loads(_ingest(dachs, "--link", str(handed)).stdout)["obs_id"] == obs_id
+    archived_dir = dachs.resdir / "data" / obs_id
+    names = [name for name in PRODUCT_NAMES if (handed / name).is_file()]
+    assert {"calibrated.fits", "sources.fits", "rapas.log", "summary.json"} <= set(names)
+    assert all((archived_dir / name).stat().st_ino == (handed / name).stat().st_ino for name in names)
+    before = {name: hashlib.sha256((archived_dir / name).read_bytes()).hexdigest() for name in names}
+    clear_products(handed)                                       # what a re-run does first
+    (handed / "rapas.log").write_text("a new run\n")
+    (handed / "summary.json").write_text("{}")
+    assert not (handed / "calibrated.fits").exists()
+    assert {name: hashlib.sha256((archived_dir / name).read_bytes()).hexdigest() for name in names} == before
+    assert dachs.sql(f"SELECT count(*) FROM rapas.sources WHERE obs_id='{obs_id}'")[0][0] == ingested["n_sources"]
+    dachs.remove(obs_id)

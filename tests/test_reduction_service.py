@@ -95,6 +95,14 @@ def test_end_to_end_submission_is_archived_and_matches_truth(service):
     named = tap.search("SELECT s.vsx_name, n.kind FROM rapas.sources AS s JOIN rapas.notable AS n"
                        " ON n.source_id = s.source_id WHERE s.obs_id='%s'" % archived["obs_id"]).to_table()
     assert sorted(named["vsx_name"]) == list(VARIABLES) and set(named["kind"]) == {"variable star"}
+    # the job's directory was handed over: the archive's image is its file, not a copy,
+    # and stays when the job is deleted
+    archived_image = service.resdir / "data" / archived["obs_id"] / "calibrated.fits"
+    job_image = service.job_directory(job_url) / "calibrated.fits"
+    assert archived_image.stat().st_ino == job_image.stat().st_ino
+    size = archived_image.stat().st_size
+    assert client.session.delete(job_url, allow_redirects=False).status_code == 303
+    assert not job_image.exists() and archived_image.stat().st_size == size
 
 
 def test_enrichment_and_observatory_code_are_job_parameters(service):

@@ -3,7 +3,7 @@
 Runs on DaCHS's Python (Debian's /usr/bin/python3), never in the pipeline's
 virtual environment:
 
-    GAVOSETTINGS=... python3 inputs/rapas/res/ingest.py PRODUCT_DIR [PRODUCT_DIR ...]
+    GAVOSETTINGS=... python3 inputs/rapas/res/ingest.py [--link] PRODUCT_DIR [PRODUCT_DIR ...]
     GAVOSETTINGS=... python3 inputs/rapas/res/ingest.py --remove OBS_ID [OBS_ID ...]
 
 The product directory is what ``rapas-reduce`` wrote (calibrated.fits,
@@ -12,10 +12,11 @@ rows of an earlier ingestion of the same submitted file (same SHA-256) are
 deleted and the image, its product entry, its sources and the notable
 objects in its field are inserted, and every alert target in its footprint
 is measured on it (forced photometry, ``lightcurve.measure_image``).  The
-rows are read from a copy of the products in a staging directory beside the
-archive's ``data/`` (named by the transaction's id, not served); once the
-transaction has committed the copy replaces ``data/<obs_id>/``, and after a
-rollback it is dropped: the archive is exactly as before.  A process killed
+rows are read from a copy (or hard links, see ``--link``) of the products
+in a staging directory beside the archive's ``data/`` (named by the
+transaction's id, not served); once the transaction has committed the copy
+replaces ``data/<obs_id>/``, and after a rollback it is dropped: the
+archive is exactly as before.  A process killed
 in between leaves its staging directory; ``sweep`` (``--sweep``; the server
 runs it at start and every 15 s) settles it by the transaction's outcome.
 
@@ -38,8 +39,15 @@ file's SHA-256); their product directory leaves the archive with the commit.
 
 Many images are best ingested by one command (one process: DaCHS starts
 once), ``--jobs`` (2) of them at once, each still in its own transaction.
-The archive's own product directories are ingested again, each with the
-member who submitted it, by
+The products are copied into the archive, or with ``--link`` hard-linked
+(on the archive's file system; a directory handed over, as a bulk
+re-reduction's output is: nothing may write into its files afterwards, and
+the project's tools never rewrite a file in place; run by root, the files
+then belong to the archive's user).  A frame's 20 MB are then not written
+again: ``make bench-archive`` ingests 14-18 images/s instead of 11-12.  A
+job's working directory is handed over in the same way.  The archive's
+own product directories are ingested again (linked), each with the member
+who submitted it, by
 
     GAVOSETTINGS=... python3 inputs/rapas/res/ingest.py --catch-up   # those not in the tables
     GAVOSETTINGS=... python3 inputs/rapas/res/ingest.py --all        # every one (a new contract)
@@ -96,17 +104,33 @@ def _read_summary(product_dir):
         raise IngestError(f"{product_dir}/{contract.SUMMARY_NAME} is unreadable ({exc})") from exc
 
 
-def _stage_files(product_dir, staged, products, member):
-    """Copy the products (the summary's list: a job directory holds more,
+def _stage_files(product_dir, staged, products, member, link):
+    """Put the products (the summary's list: a job directory holds more,
     the upload...) and the submitter's name into ``staged``, a directory
-    named by the obs_id in the transaction's staging directory."""
+    named by the obs_id in the transaction's staging directory: copies, or
+    with ``link`` hard links (``_stage_file``)."""
     staged.mkdir(mode=0o755, parents=True)
     for name in (p["name"] for p in products):
         if (product_dir / name).is_file():
-            shutil.copyfile(product_dir / name, staged / name)
+            _stage_file(product_dir / name, staged / name, link)
     if member:
         (staged / SUBMITTER_NAME).write_text(member + "\n")
     _owned_like_the_archive(staged)
+
+
+def _stage_file(source, target, link):
+    """Copy ``source`` to ``target``, or with ``link`` hard-link it: the
+    product directory is handed over (a job's working directory, the
+    archive's own data/, ``--link``), nothing writes into its files again,
+    and its 20 MB are not copied.  A link the file system refuses (another
+    file system, the kernel's protected_hardlinks) is a copy."""
+    if link:
+        try:
+            os.link(source, target)
+            return
+        except OSError:
+            pass
+    shutil.copyfile(source, target)
 
 
 def _owned_like_the_archive(staged):
@@ -209,15 +233,17 @@ def _refuse_other_members_image(conn, obs_id, member):
                           " only they (or an administrator) can replace it")
 
 
-def ingest(product_dir, member=None):
+def ingest(product_dir, member=None, link=False):
     """Ingest one product directory, submitted by ``member`` (a job's
-    owner; None from the command line); returns dict(obs_id,
-    obs_publisher_did, n_sources, calib_level, calibration_error, new_targets)."""
+    owner; None from the command line), its files copied or, with ``link``,
+    hard-linked into the archive (see ``_stage_file``); returns
+    dict(obs_id, obs_publisher_did, n_sources, calib_level,
+    calibration_error, new_targets)."""
     product_dir = Path(product_dir).resolve()
     summary = _read_summary(product_dir)
     try:
         with _ImageLock(summary.obs_id):
-            pub_did = _store(product_dir, summary, member)
+            pub_did = _store(product_dir, summary, member, link)
     except IngestError:
         raise
     except Exception as exc:               # the lock's own connection
@@ -229,7 +255,7 @@ def ingest(product_dir, member=None):
             "new_targets": _follow_alerts(summary)}
 
 
-def _store(product_dir, summary, member):
+def _store(product_dir, summary, member, link):
     """The rows (one transaction; the products read from the staging
     directory), then the files into the archive; the image's publisher DID."""
     from gavo import base
@@ -243,7 +269,7 @@ def _store(product_dir, summary, member):
             _refuse_other_members_image(conn, obs_id, member)
             xid = _transaction_id(conn)
             staged = _staging(xid, obs_id)
-            _stage_files(product_dir, staged, summary.products, member)
+            _stage_files(product_dir, staged, summary.products, member, link)
             _delete_rows(conn, obs_id, accref)
             api.makeData(rd.getById("import_images"), forceSource=str(staged / "calibrated.fits"),
                          connection=conn, parseOptions=options, runCommit=False)
@@ -531,6 +557,8 @@ def main(argv=None):
     for option in ("--remove", "--sweep", "--catch-up", "--all"):
         mode.add_argument(option, action="store_true")
     parser.add_argument("--reason")
+    parser.add_argument("--link", action="store_true", help="hand the product directories over: their files"
+                        " are hard-linked into the archive, not copied (do not write into them afterwards)")
     parser.add_argument("--jobs", type=int, default=2, help="images ingested at once (threads; one"
                         " transaction each): the database works on one while the next is read")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
@@ -538,12 +566,12 @@ def main(argv=None):
         for obs_id, committed in sweep():
             print(json.dumps({"obs_id": obs_id, "settled": "committed" if committed else "rolled back"}))
         return 0
-    items, action = args.items, ingest
+    items, action = args.items, functools.partial(ingest, link=args.link)
     if args.catch_up or args.all:
         items = [str(path) for path in archived_products(only_missing=args.catch_up)]
 
-        def action(product_dir):
-            return ingest(product_dir, member=_submitter(Path(product_dir)))
+        def action(product_dir):          # the archive's own files: linked back in place
+            return ingest(product_dir, member=_submitter(Path(product_dir)), link=True)
     elif not items:
         print(__doc__, file=sys.stderr)
         return 2

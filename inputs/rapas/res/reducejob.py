@@ -285,7 +285,9 @@ def _reduce_and_archive(job, inputTable):
                                   " not stored — submit it again later") from exc
         raise
     try:
-        archived = ingest.ingest(wd, member=job.owner)
+        # the working directory is handed over: DaCHS only serves (and at
+        # the job's end deletes) its files, so they are linked, not copied
+        archived = ingest.ingest(wd, member=job.owner, link=True)
     except ingest.ArchiveUnavailable as exc:
         raise ReductionFailed(str(exc)) from exc
     except ingest.IngestError as exc:
