@@ -13,9 +13,9 @@ already orders by: each partition is a region of the sky holding about as
 many rows as the others (bounds at the key's quantiles over a sample of
 the rows; equal key ranges in an empty archive).  The rows are copied in
 key order, so every partition starts clustered by position; the table's
-indexes (PostgreSQL builds each on every partition), constraints, grants,
-comments and storage settings are those of the table it replaces, under
-the same names.  Queries and ingestion go on unchanged: DaCHS's ``q3c_join``
+indexes (PostgreSQL builds each on every partition), constraints, grants
+and storage settings are those of the table it replaces, under the same
+names.  Queries and ingestion go on unchanged: DaCHS's ``q3c_join``
 is a set of key ranges, so a cone reads only the partitions it overlaps.
 
 ``dachs drop rapas/q`` drops the partitions with the table; a later
@@ -59,10 +59,10 @@ def _definitions(conn):
     indexes = [row[0] for row in conn.query(
         "SELECT indexdef FROM pg_indexes WHERE schemaname = 'rapas' AND tablename = 'sources'")]
     constraints = list(conn.query(f"SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
-                                  f" WHERE conrelid = '{TABLE}'::regclass AND contype <> 'n'"))
-    grants = list(conn.query(f"SELECT grantee::regrole::text, privilege_type FROM pg_class,"
-                             f" aclexplode(relacl) WHERE oid = '{TABLE}'::regclass AND grantee <> relowner"
-                             f" AND grantee <> 0"))
+                                  f" WHERE conrelid = '{TABLE}'::regclass"))
+    grants = list(conn.query(f"SELECT CASE WHEN grantee = 0 THEN 'PUBLIC' ELSE grantee::regrole::text END,"
+                             f" privilege_type FROM pg_class, aclexplode(relacl)"
+                             f" WHERE oid = '{TABLE}'::regclass AND grantee <> relowner"))
     options = _one(conn, f"SELECT reloptions FROM pg_class WHERE oid = '{TABLE}'::regclass") or []
     return indexes, constraints, grants, options
 
@@ -83,7 +83,7 @@ def partition(conn, n_partitions):
         raise ValueError(f"{TABLE} is partitioned already")
     bounds = sky_bounds(conn, n_partitions)
     indexes, constraints, grants, options = _definitions(conn)
-    conn.execute(f"CREATE TABLE {TABLE}_partitioned (LIKE {TABLE} INCLUDING DEFAULTS INCLUDING COMMENTS)"
+    conn.execute(f"CREATE TABLE {TABLE}_partitioned (LIKE {TABLE} INCLUDING DEFAULTS)"
                  " PARTITION BY RANGE (q3c_ang2ipix(ra, dec))")
     storage = f" WITH ({', '.join(options)})" if options else ""
     edges = ["MINVALUE", *map(str, bounds), "MAXVALUE"]
