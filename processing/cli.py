@@ -220,13 +220,17 @@ def _reduce_here(image, out, config, quiet):
         return 3, f"rapas-reduce: {exc} (details in {out}/rapas.log)"
     except (PipelineError, ValueError, TypeError) as exc:
         return 2, f"rapas-reduce: {exc}"
-    return 0, json.dumps({k: result.summary[k] for k in PRINTED})
+    return 0, _printed(result.summary)
+
+
+def _printed(summary):
+    """The line a successful reduction prints: ``PRINTED`` of its summary."""
+    return json.dumps({k: summary[k] for k in PRINTED})
 
 
 def _summary_line(out):
     with open(os.path.join(out, "summary.json")) as f:
-        summary = json.load(f)
-    return json.dumps({k: summary[k] for k in PRINTED})
+        return _printed(json.load(f))
 
 
 def main(argv=None):

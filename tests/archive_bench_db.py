@@ -126,11 +126,16 @@ def cluster():
     return {"cluster_s": time.perf_counter() - t0}
 
 
+def _res_module(name):
+    """The archive's res/<name>.py, as DaCHS loads it."""
+    return api.loadPythonModule(name, relativeTo=f"{api.getRD('rapas/q').resdir}/res/{name}.py")[0]
+
+
 def partition(n_partitions):
     """Partition the sources by sky region (res/partition.py, what the
     archive's maintenance does past 10^8 rows); the seconds it took and the
     partitions' row counts."""
-    module, _ = api.loadPythonModule("partition", relativeTo=api.getRD("rapas/q").resdir + "/res/partition.py")
+    module = _res_module("partition")
     t0 = time.perf_counter()
     with base.getWritableAdminConn() as conn:
         counts = module.partition(conn, n_partitions)
@@ -211,8 +216,7 @@ def plans(template, n_sources, per_image, epochs, n_partitions=0):
         star = _star(conn, 0, 1)
         result = {"jit": list(conn.query("SHOW jit"))[0][0], "fill": size}
         if n_partitions:
-            module, _ = api.loadPythonModule("partition",
-                                             relativeTo=api.getRD("rapas/q").resdir + "/res/partition.py")
+            module = _res_module("partition")
             grants = _grants(conn)
             result["partitions"] = sorted(module.partition(conn, n_partitions).values())
             result["grants_kept"] = _grants(conn) == grants
@@ -263,7 +267,7 @@ def ingest(dirs, jobs, link):
     --jobs`` (and ``--link``) does (res/ingest.py's ``run_batch``, one
     transaction each): seconds in all."""
     import functools
-    module, _ = api.loadPythonModule("ingest", relativeTo=api.getRD("rapas/q").resdir + "/res/ingest.py")
+    module = _res_module("ingest")
     action = functools.partial(module.ingest, link=link)
     action(dirs[0])                                   # imports and first-use costs
     t0 = time.perf_counter()

@@ -11,6 +11,7 @@ import pytest
 import pyvo
 from astropy.table import Table
 
+from bench_archive import product_copies
 from dachs_instance import DACHS_PYTHON, REPO
 
 pytestmark = pytest.mark.archive
@@ -152,16 +153,6 @@ def test_catch_up_and_reingest_all_rebuild_rows_from_the_archived_products(dachs
     assert dachs.sql(image_sql) == restored and dachs.sql(sources_sql) == sources
 
 
-def _handed_over_copy(out_dir, copy):
-    """The products of ``out_dir`` in ``copy`` as another image (its own obs_id and checksum)."""
-    import shutil
-    shutil.copytree(out_dir, copy)
-    summary = json.loads((copy / "summary.json").read_text())
-    summary.update(obs_id="rapas-" + "f1" * 8, checksum_sha256="f1" * 32)
-    (copy / "summary.json").write_text(json.dumps(summary))
-    return summary["obs_id"]
-
-
 def test_linked_products_are_the_archives_and_a_rerun_into_them_leaves_the_archive_intact(dachs, archived,
                                                                                            tmp_path):
     """--link hands a directory over: the archive's files are its files (no
@@ -173,8 +164,8 @@ def test_linked_products_are_the_archives_and_a_rerun_into_them_leaves_the_archi
     _, result, ingested = archived
     copied = dachs.resdir / "data" / ingested["obs_id"] / "calibrated.fits"
     assert copied.stat().st_ino != (result.out_dir / "calibrated.fits").stat().st_ino
-    handed = tmp_path / "handed"
-    obs_id = _handed_over_copy(result.out_dir, handed)
+    handed = product_copies(result.out_dir, 1, tmp_path)[0]            # another image of the same products
+    obs_id = json.loads((handed / "summary.json").read_text())["obs_id"]
     assert json.loads(_ingest(dachs, "--link", str(handed)).stdout)["obs_id"] == obs_id
     archived_dir = dachs.resdir / "data" / obs_id
     names = [name for name in PRODUCT_NAMES if (handed / name).is_file()]
