@@ -132,7 +132,7 @@ def _psf_from(r, image, stars, x_all, y_all, exclude, strong=None):
         r.warn(f"undersampled PSF (FWHM {fwhm:.2f} px): apertures and centroid windows are sized for"
                f" {psf.MIN_SAMPLED_FWHM} px, and its wings taken as Moffat beta {psf.DEFAULT_BETA}")
         fwhm, beta = psf.MIN_SAMPLED_FWHM, psf.DEFAULT_BETA
-    model = psf.PSFModel(epsf, fwhm, stars, beta)
+    model = psf.PSFModel(psf.smoothed(epsf, fwhm), fwhm, stars, beta)
     radius = r.config.growth_radius_fwhm * fwhm
     wings, moffat = model.to_total(radius), model.magnitude_correction(radius, np.inf)
     if wings < moffat - MAX_WING_EXCESS:

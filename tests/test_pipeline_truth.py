@@ -67,8 +67,13 @@ def test_residual_scatter_matches_expected_noise(truth_run, matched, snr_range):
 TRUE_SNR_BINS = [(5, 10), (10, 20), (20, 50), (50, 100), (100, 300), (300, np.inf)]
 
 
-#: the largest scatter / reported error allowed in a bin: the aperture
-#: magnitudes' S/N 100-300 bin stands at 1.27 (98 stars, +/- 0.1)
+#: the largest scatter / reported error allowed in a bin.  The aperture
+#: magnitudes' S/N 100-300 bin stands at 1.28 (98 stars, +/- 0.11): over
+#: four such frames the 50-300 bins are at 1.14-1.16, the stars whose
+#: apertures hold undetected neighbours with >= 1 % of their flux (one in
+#: eight) at 2.2 and the others at 1.04.  That excess is confusion, the
+#: same on every exposure of the sky: between two noise realisations of one
+#: sky the aperture errors match the differences (0.78-1.08 per bin).
 UPPER_RATIO = {"mag_cal": 1.3, "mag_psf": 1.25}
 
 
@@ -98,6 +103,21 @@ def test_reported_errors_match_the_scatter_at_every_snr(truth_run, matched, colu
     sel = usable & ~has_colour & np.isfinite(total)
     assert sel.sum() >= 100
     assert 0.8 <= mad_std(total[sel]) <= 1.25
+
+
+def test_psf_magnitudes_of_bright_stars_are_as_precise_as_the_apertures(matched):
+    """PSF magnitude - truth of the stars with S/N > 100 scatters (MAD-based)
+    at most 1.3x as much as the calibration aperture's.  The ePSF as
+    EPSFBuilder builds it (quartic smoothing) made a star's PSF flux depend
+    on its sub-pixel position: 1.44x here (1.9-3.0x on three other skies
+    of the simulator); smoothed once more, 1.14 (1.0-1.5)."""
+    src, truth = matched
+    psf_residual = np.asarray(src["mag_psf"] - truth["ref_mag"])
+    aperture_residual = np.asarray(src["mag_cal"] - truth["ref_mag"])
+    sel = ((np.asarray(src["flags"]) == 0) & ~np.asarray(truth["saturated"]) & (np.asarray(src["snr"]) > 100)
+           & np.isfinite(psf_residual))
+    assert sel.sum() >= 100
+    assert mad_std(psf_residual[sel]) <= 1.3 * mad_std(aperture_residual[sel])
 
 
 def test_psf_magnitudes_have_no_trend_with_position_or_magnitude(matched):
