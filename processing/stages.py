@@ -100,12 +100,14 @@ def _detect(r, seeing_px):
 
 
 def psf_model(r):
-    """ePSF from isolated unsaturated stars, the FWHM measured on it, and
-    windowed centroids sized by it."""
+    """ePSF from isolated unsaturated stars (``psf.CROWDED_MAX_PSF_STARS`` of
+    them in a crowded field), the FWHM measured on it, and windowed
+    centroids sized by it."""
     det, objs = r.detections, r.detections.objs
     x, y = np.asarray(objs["x"]), np.asarray(objs["y"])
+    crowded = _neighbours_per_source(x, y, CROWDING_RADIUS_FWHM * r.fwhm0) > CROWDED_FIELD
     stars = psf.select_psf_stars(x, y, objs["flux"], det.peak, det.point_like, r.fwhm0, r.info.saturate,
-                                 r.data_sub.shape)
+                                 r.data_sub.shape, psf.CROWDED_MAX_PSF_STARS if crowded else psf.MAX_PSF_STARS)
     if len(stars) < psf.MIN_PSF_STARS:
         r.warn(f"only {len(stars)} isolated unsaturated stars: no PSF model, FWHM from moments")
         r.psf = psf.PSFModel(None, r.fwhm0, stars)
