@@ -20,7 +20,8 @@ from scipy.sparse.linalg import lsqr
 
 #: the ePSF's samples per pixel for a PSF narrower than SHARP_PSF_FWHM (px):
 #: with two, such a star's PSF flux depended on its sub-pixel position by up
-#: to 0.85 %, with three (from 100 stars) by 0.2 %; a wider PSF is smooth on
+#: to 0.85 %, with three (from 100 stars) by 0.2 % on the frame measured
+#: then, up to 1.6 % on others until ``smoothed``; a wider PSF is smooth on
 #: a pixel, and three samples per pixel leave its wide ePSF too noisy (its
 #: PSF magnitudes scattered by 0.15 mag about the apertures' at 5 px)
 SHARP_OVERSAMPLING, WIDE_OVERSAMPLING, SHARP_PSF_FWHM = 3, 2, 4.0
