@@ -12,7 +12,8 @@ from astropy.table import Table
 from astropy.time import Time
 
 from . import __version__, aperture, astrometry, calibrate, crossmatch, detect, enrich, fitting, hints, psf, refcat
-from .contract import FLAG_PSF_FAILED, FLAG_SHARP, FLAG_TRAIL, Summary, instrument_key, obs_id_for, product_manifest
+from .contract import (FLAG_BLENDED, FLAG_PSF_FAILED, FLAG_SHARP, FLAG_SKY_POOR, FLAG_TRAIL, Summary, instrument_key,
+                       obs_id_for, product_manifest)
 from .errors import AstrometryError, CalibrationError, CatalogueError
 from .fitsio import load_frame
 from .header import fill_airmass, normalise_header
@@ -391,13 +392,17 @@ def aperture_photometry(r):
     with np.errstate(divide="ignore", invalid="ignore"):
         snr = fluxes[radii.calibration][0] / fluxes[radii.calibration][1]
     half_light = aperture.half_light_radius(fluxes)
+    point_half_light = aperture.stellar_half_light(
+        half_light, (snr > SIZE_REFERENCE_SNR) & ((flags & ~(FLAG_BLENDED | FLAG_SKY_POOR)) == 0))
     stars = r.psf.star_index
     r.photometry = aperture.Photometry(
         x=r.x, y=r.y, fwhm=fwhm, apertures=radii, inst=inst, snr=snr, flags=flags,
         m_inst=m_cal + to_total.at(r.x, r.y), e_inst=to_total.total_error(e_cal, r.x, r.y),
         apcor=apcor, apcor_err=apcor_err, total_map=to_total, exclude=exclude, sky_level=sky.level,
         half_light=half_light,
-        psf_half_light=float(np.nanmedian(half_light[stars] if len(stars) else half_light)), crowding=crowding)
+        psf_half_light=(point_half_light if np.isfinite(point_half_light)
+                        else float(np.nanmedian(half_light[stars] if len(stars) else half_light))),
+        crowding=crowding)
     if fit is not None and r.config.psf_photometry:
         _psf_magnitudes(r, fit, sky.level)
 
@@ -424,6 +429,9 @@ def _psf_magnitudes(r, fit, sky_level):
           f" {to_aperture.intrinsic:.4f} ({to_aperture.how})")
 
 
+#: the point sources' size (``aperture.stellar_half_light``) is measured on
+#: sources above this S/N in the calibration aperture
+SIZE_REFERENCE_SNR = 20.0
 #: the PSF model's correction beyond the growth aperture is good to this fraction of itself
 WING_ERROR_FRACTION = 0.1
 #: calibrators and correction stars: neighbours' light (subtracted) at most

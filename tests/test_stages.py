@@ -130,6 +130,21 @@ def _calibration_case(n=150, zero_point=23.5, colour_term=0.1, seed=4):
     return phot, ref, match
 
 
+def test_point_source_size_is_the_stars_even_where_knots_outnumber_them():
+    """The stars' half-light radius (1.5 px, 5 % scatter) whether they are
+    most of the sources (1000 stars, 200 galaxies of 2.5-6 px) or 8 among
+    117 galaxy knots of 3.3-4.4 px, as in frame 09; NaN with too few."""
+    rng = np.random.default_rng(3)
+    stars = rng.normal(1.5, 0.075, 1000)
+    field = np.concatenate([stars, rng.uniform(2.5, 6.0, 200)])
+    assert aperture.stellar_half_light(field, np.ones(field.size, bool)) == pytest.approx(1.5, abs=0.01)
+    galaxy = np.concatenate([stars[:8], rng.uniform(3.3, 4.4, 117)])
+    assert aperture.stellar_half_light(galaxy, np.ones(galaxy.size, bool)) == pytest.approx(1.5, abs=0.1)
+    usable = np.zeros(galaxy.size, bool)
+    usable[:4] = True
+    assert np.isnan(aperture.stellar_half_light(galaxy, usable))
+
+
 def test_zero_point_and_colour_term_from_matched_pairs():
     phot, ref, match = _calibration_case()
     phot.m_inst[:8] -= 0.4                                       # variables and blends
