@@ -191,12 +191,14 @@ def stellar_half_light(half_light, usable, width=1.25, min_fraction=0.05, min_co
     No real source is smaller than the PSF, so the stars are the tight
     lower envelope of the sizes, however many galaxies, knots or blends
     outnumber them (M51's knots are 15 to 1 in frame 09).  NaN with fewer
-    than ``min_count`` usable sources."""
+    than ``min_count`` usable sources or without such a group."""
     radii = np.sort(half_light[usable & np.isfinite(half_light) & (half_light > 0)])
     need = max(min_count, int(np.ceil(min_fraction * radii.size)))
     if radii.size < need:
         return np.nan
     in_window = np.searchsorted(radii, width * radii, side="right") - np.arange(radii.size)
+    if not (in_window >= need).any():
+        return np.nan
     first = int(np.argmax(in_window >= need))
     centre = float(np.median(radii[first:first + in_window[first]]))
     for _ in range(3):

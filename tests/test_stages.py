@@ -133,7 +133,8 @@ def _calibration_case(n=150, zero_point=23.5, colour_term=0.1, seed=4):
 def test_point_source_size_is_the_stars_even_where_knots_outnumber_them():
     """The stars' half-light radius (1.5 px, 5 % scatter) whether they are
     most of the sources (1000 stars, 200 galaxies of 2.5-6 px) or 8 among
-    117 galaxy knots of 3.3-4.4 px, as in frame 09; NaN with too few."""
+    117 galaxy knots of 3.3-4.4 px, as in frame 09; NaN with too few or
+    with sizes that form no group."""
     rng = np.random.default_rng(3)
     stars = rng.normal(1.5, 0.075, 1000)
     field = np.concatenate([stars, rng.uniform(2.5, 6.0, 200)])
@@ -143,6 +144,7 @@ def test_point_source_size_is_the_stars_even_where_knots_outnumber_them():
     usable = np.zeros(galaxy.size, bool)
     usable[:4] = True
     assert np.isnan(aperture.stellar_half_light(galaxy, usable))
+    assert np.isnan(aperture.stellar_half_light(np.geomspace(1.0, 100.0, 30), np.ones(30, bool)))
 
 
 def test_zero_point_and_colour_term_from_matched_pairs():
