@@ -74,8 +74,9 @@ class Photometry:
 
     @property
     def star_sized(self):
-        """Sources whose half-light radius is 0.5 to 1.5 times the PSF stars':
-        not galaxies, their knots, blends or cosmic rays."""
+        """Sources whose half-light radius is 0.5 to 1.5 times the point
+        sources' (``stellar_half_light``): not galaxies, their knots, blends
+        or cosmic rays."""
         ratio = self.half_light / self.psf_half_light
         return (ratio > 0.5) & (ratio < 1.5)
 
