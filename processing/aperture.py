@@ -56,7 +56,7 @@ class Photometry:
     snr: np.ndarray                # in the calibration aperture
     flags: np.ndarray
     m_inst: np.ndarray             # calibration aperture corrected to total
-    e_inst: np.ndarray             # its star-to-star error: photometric and the correction's
+    e_inst: np.ndarray             # its star-to-star error: photometric and the correction's scatter
     crowding: np.ndarray           # neighbours' light (removed) / own light, in the calibration aperture
     apcor: float                   # the correction at the frame centre
     apcor_err: float
@@ -264,10 +264,12 @@ class CorrectionMap:
     def error(self, x, y):
         return self._error(np.asarray(x), np.asarray(y))
 
-    def total_error(self, photometric, x, y):
-        """A corrected magnitude's star-to-star error: the photometric one,
-        the map's and the scatter about it."""
-        return np.sqrt(photometric ** 2 + self.error(x, y) ** 2 + self.intrinsic ** 2)
+    def star_error(self, photometric):
+        """A corrected magnitude's error from star to star: the photometric
+        one and the stars' scatter about the map.  The map's own error
+        (``error``) is shared by neighbouring stars and left out: a zero
+        point fitted on magnitudes corrected with this map absorbs it."""
+        return np.hypot(photometric, self.intrinsic)
 
     def shifted(self, offset, offset_error):
         """This map plus a constant ``offset`` (mag) known to ``offset_error``."""

@@ -152,18 +152,20 @@ SOURCE_COLUMNS = (
     Column("mag_psf", "real", "mag", "phot.mag", "PSF mag", 10,
            "Calibrated PSF magnitude, aperture-corrected to total flux"),
     Column("mag_psf_err", "real", "mag", "stat.error;phot.mag", "PSF err", 10,
-           "Measurement error of mag_psf: photon, sky and read noise, PSF-model and aperture-correction"
-           " errors (the calibration's error is mag_calib_err)"),
+           "Measurement error of mag_psf: photon, sky and read noise, the PSF fit's misfit, the error of"
+           " the PSF-to-aperture correction and the aperture corrections' star-to-star scatter (the"
+           " calibration's error is mag_calib_err)"),
     Column("mag_inst", "real", "mag", "phot.mag;instr", "Inst. mag", 20,
            "Instrumental magnitude -2.5 log10(ADU/s), calibration aperture corrected to total flux"),
     Column("mag_inst_err", "real", "mag", "stat.error;phot.mag;instr", "Inst. err", 20,
-           "Photon, sky and read noise error of mag_inst"),
+           "Error of mag_inst from star to star: photon, sky and read noise and the aperture correction's"
+           " scatter (its error common to every source is in the image's zero_point_err)"),
     Column("mag_cal", "real", "mag", "phot.mag;em.opt", "Mag", 1,
            "Calibrated total magnitude in the image's filter (the colour term applied with gaia_bp_rp;"
            " at the calibrators' median BP-RP when gaia_bp_rp is NULL)"),
     Column("mag_cal_err", "real", "mag", "stat.error;phot.mag;em.opt", "Mag err", 1,
-           "Measurement error of mag_cal: photon, sky and read noise and aperture-correction errors"
-           " (the calibration's error is mag_calib_err)"),
+           "Measurement error of mag_cal: photon, sky and read noise and the aperture correction's"
+           " star-to-star scatter (the calibration's error is mag_calib_err)"),
     Column("mag_calib_err", "real", "mag", "stat.error.sys;phot.mag;em.opt", "Calib err", 5,
            "Calibration error of mag_cal and mag_psf at this source: zero point and colour term, the"
            " calibrators' star-to-star scatter, and the unknown colour when gaia_bp_rp is NULL;"

@@ -397,7 +397,7 @@ def aperture_photometry(r):
     stars = r.psf.star_index
     r.photometry = aperture.Photometry(
         x=r.x, y=r.y, fwhm=fwhm, apertures=radii, inst=inst, snr=snr, flags=flags,
-        m_inst=m_cal + to_total.at(r.x, r.y), e_inst=to_total.total_error(e_cal, r.x, r.y),
+        m_inst=m_cal + to_total.at(r.x, r.y), e_inst=to_total.star_error(e_cal),
         apcor=apcor, apcor_err=apcor_err, total_map=to_total, exclude=exclude, sky_level=sky.level,
         half_light=half_light,
         psf_half_light=(point_half_light if np.isfinite(point_half_light)
@@ -421,12 +421,18 @@ def _psf_magnitudes(r, fit, sky_level):
     phot.psf_map = to_aperture
     to_total = phot.m_inst - m_cal
     phot.m_psf = np.where(fit.ok, m_raw + to_aperture.at(phot.x, phot.y) + to_total, np.nan)
-    # the total-flux correction's own errors are in e_inst beyond the calibration aperture's
-    correction_err = np.sqrt(np.clip(phot.e_inst ** 2 - e_cal ** 2, 0, None))
-    phot.e_psf = np.hypot(to_aperture.total_error(e_raw, phot.x, phot.y), correction_err)
+    phot.e_psf = np.hypot(e_raw, psf_correction_error(phot, phot.x, phot.y))
     phot.flags |= np.where(fit.ok, 0, FLAG_PSF_FAILED).astype(np.int32)
     r.log(f"PSF magnitudes: PSF-to-aperture correction {phot.apcor_psf:+.4f} mag at the centre, star-to-star"
           f" {to_aperture.intrinsic:.4f} ({to_aperture.how})")
+
+
+def psf_correction_error(phot, x, y):
+    """The error (mag) of the correction from PSF flux to total at (x, y):
+    the PSF-to-aperture map's, which the zero point (fitted on apertures)
+    does not absorb, and both maps' scatter from star to star."""
+    psf_map, total_map = phot.psf_map, phot.total_map
+    return np.sqrt(psf_map.error(x, y) ** 2 + psf_map.intrinsic ** 2 + total_map.intrinsic ** 2)
 
 
 #: the point sources' size (``aperture.stellar_half_light``) is measured on
@@ -597,10 +603,9 @@ def write_photometric_model(r):
         zero_point=None if cal is None else lambda x, y: cal.offset_at(x, y, np.full(np.shape(x), no_colour)),
         zero_point_err=None if cal is None else lambda x, y: cal.error_at(x, y, np.full(np.shape(x), no_colour)),
         aperture_to_total=phot.total_map.at,
-        aperture_to_total_err=lambda x, y: phot.total_map.total_error(0.0, x, y),
+        aperture_to_total_err=lambda x, y: phot.total_map.star_error(np.zeros(np.shape(x))),
         psf_to_total=(lambda x, y: phot.psf_map.at(x, y) + phot.total_map.at(x, y)) if with_psf else None,
-        psf_to_total_err=(lambda x, y: np.hypot(phot.psf_map.total_error(0.0, x, y),
-                                                 phot.total_map.total_error(0.0, x, y))) if with_psf else None,
+        psf_to_total_err=(lambda x, y: psf_correction_error(phot, x, y)) if with_psf else None,
         stretch=(lambda x, y: np.zeros(np.shape(x))) if r.psf.stretch is None else r.psf.stretch_at)
     keywords = dict(FWHM=phot.fwhm, FITRAD=PSF_FIT_RADIUS_FWHM * phot.fwhm, APRAD=phot.apertures.calibration,
                     ANNIN=phot.apertures.annulus[0], ANNOUT=phot.apertures.annulus[1], EXPTIME=r.info.exptime,

@@ -3,7 +3,7 @@ fluxes, zero point, colour term, PSF and noise."""
 import numpy as np
 import pytest
 from astropy.io import fits
-from astropy.stats import mad_std
+from astropy.stats import mad_std, sigma_clipped_stats
 from astropy.table import Table
 from astropy.wcs import WCS
 
@@ -46,7 +46,6 @@ def test_residual_scatter_matches_expected_noise(truth_run, matched, snr_range):
     """Calibrated-magnitude residuals of uncrowded stars scatter (MAD-based
     and 3-sigma-clipped std) within 1.1x the photon + read + sky noise of the
     calibration aperture, and the reported errors agree with it to 25 %."""
-    from astropy.stats import sigma_clipped_stats
     sim, result = truth_run
     src, truth = matched
     lo, hi = snr_range
@@ -67,24 +66,25 @@ def test_residual_scatter_matches_expected_noise(truth_run, matched, snr_range):
 TRUE_SNR_BINS = [(5, 10), (10, 20), (20, 50), (50, 100), (100, 300), (300, np.inf)]
 
 
-#: the largest scatter / reported error allowed in a bin.  The aperture
-#: magnitudes' S/N 100-300 bin stands at 1.28 (98 stars, +/- 0.11): over
-#: four such frames the 50-300 bins are at 1.14-1.16, the stars whose
-#: apertures hold undetected neighbours with >= 1 % of their flux (one in
-#: eight) at 2.2 and the others at 1.04.  That excess is confusion, the
-#: same on every exposure of the sky: between two noise realisations of one
-#: sky the aperture errors match the differences (0.78-1.08 per bin).
-UPPER_RATIO = {"mag_cal": 1.3, "mag_psf": 1.25}
+def _scatter(z):
+    """The standard deviation of ``z`` after 3-sigma clipping.  Not the
+    MAD-based one: on the 47 stars above S/N 300 that estimate is itself
+    uncertain by +/- 15 %, as wide as the bounds tested (pooled over six
+    skies the two agree within 0.1)."""
+    return sigma_clipped_stats(z, sigma=3.0)[2]
 
 
 @pytest.mark.parametrize("column", ["mag_cal", "mag_psf"])
 def test_reported_errors_match_the_scatter_at_every_snr(truth_run, matched, column):
-    """(magnitude - truth) / reported error has a robust standard deviation
-    between 0.8 and ``UPPER_RATIO`` in every bin of true S/N from 5 to above 300, for
-    the sources with a Gaia colour (crowded ones included); for those
-    without one, the calibration error (mag_calib_err, which then holds the
-    unknown colour) added in quadrature does the same.  Bins of true, not
-    measured, S/N: a bin of measured S/N selects its own noise."""
+    """(magnitude - truth) / reported error scatters (``_scatter``) between
+    0.8 and 1.25 in every bin of true S/N from 5 to above 300, for the
+    sources with a Gaia colour (crowded ones included); for those without
+    one, the calibration error (mag_calib_err, which then holds the unknown
+    colour) added in quadrature does the same.  Bins of true, not measured,
+    S/N: a bin of measured S/N selects its own noise.  The bright end holds
+    the reported errors to the stars' own: the aperture correction's error,
+    common to all of them, is absorbed by the zero point (reported with it,
+    the ratio above S/N 300 was 0.78 over six skies)."""
     sim, result = truth_run
     src, truth = matched
     radius = result.summary["calibration_radius_arcsec"] / result.summary["pixel_scale_arcsec"]
@@ -97,12 +97,12 @@ def test_reported_errors_match_the_scatter_at_every_snr(truth_run, matched, colu
     for lo, hi in TRUE_SNR_BINS:
         sel = usable & has_colour & (true_snr >= lo) & (true_snr < hi) & np.isfinite(z)
         assert sel.sum() >= 40, f"only {sel.sum()} stars at S/N {lo}-{hi}"
-        ratios[lo] = mad_std(z[sel])
-    assert all(0.8 <= ratio <= UPPER_RATIO[column] for ratio in ratios.values()), ratios
+        ratios[lo] = _scatter(z[sel])
+    assert all(0.8 <= ratio <= 1.25 for ratio in ratios.values()), ratios
     total = residual / np.hypot(np.asarray(src[f"{column}_err"]), np.asarray(src["mag_calib_err"]))
     sel = usable & ~has_colour & np.isfinite(total)
     assert sel.sum() >= 100
-    assert 0.8 <= mad_std(total[sel]) <= 1.25
+    assert 0.8 <= _scatter(total[sel]) <= 1.25
 
 
 def test_psf_magnitudes_of_bright_stars_are_as_precise_as_the_apertures(matched):
