@@ -5,11 +5,12 @@ residual sky left by the 2-D background map.  Errors combine source photons
 (gain), sky and read noise (the measured background RMS), and the uncertainty
 of the local sky level.
 """
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import sep_x as sep
-from astropy.stats import sigma_clipped_stats
+from astropy.stats import SigmaClippedStats
 
 from .contract import FLAG_EDGE, FLAG_MASKED, FLAG_SATURATED, FLAG_SKY_POOR
 from .fitting import fit_surface
@@ -131,11 +132,23 @@ def local_sky(data_sub, x, y, r_in, r_out, exclude):
         pyc, pxc = np.clip(py, 0, h - 1), np.clip(px, 0, w - 1)
         values = data_sub[pyc, pxc]
         unusable = ~inside | exclude[pyc, pxc]
-        mean, _, std = sigma_clipped_stats(values, mask=unusable, axis=1, sigma=SKY_CLIP, maxiters=5)
-        level[sl] = np.ma.filled(np.ma.asarray(mean), np.nan)
-        sigma[sl] = np.ma.filled(np.ma.asarray(std), np.nan)
+        level[sl], sigma[sl] = _clipped_mean_and_std(np.ma.MaskedArray(values, unusable))
         npix[sl] = (~unusable).sum(axis=1)
     return LocalSky(level=level, sigma=sigma, npix=npix), dy.size
+
+
+def _clipped_mean_and_std(annuli):
+    """Per row of the masked (n_sources, n_pixels) ``annuli``: the mean and
+    standard deviation after ``SKY_CLIP``-sigma clipping about the median
+    (``sigma_clipped_stats`` without its median of the clipped pixels,
+    which numpy computes row by row); NaN for a row with no pixel left."""
+    if annuli.mask.all():
+        return np.nan, np.nan
+    stats = SigmaClippedStats(annuli, sigma=SKY_CLIP, maxiters=5, axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)    # rows with no pixel left
+        return (np.ma.filled(np.ma.asarray(stats.mean()), np.nan),
+                np.ma.filled(np.ma.asarray(stats.std()), np.nan))
 
 
 def measure(image, x, y, radii, rms, gain, masks, sky, n_annulus_nominal, own_light=None):
