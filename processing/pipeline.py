@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
-from . import __version__, astrometry, stages
+from . import __version__, astrometry, preload, stages
 from .config import Config
 from .contract import LOG_NAME, PRODUCT_NAMES, SUMMARY_NAME, Summary, clear_products, write_error
 from .errors import OutOfSpaceError, PipelineError
@@ -153,7 +153,11 @@ def reduce(image_path, out_dir, config=None, echo=False):
     r = Reduction(image_path, out, config or Config(), log)
     try:
         with warnings_into(log):
-            run_stages(r)
+            preload.start()
+            try:
+                run_stages(r)
+            finally:
+                preload.wait()
         r.summary.processing_time_s = round(log.elapsed, 3)
         r.summary.stage_times_s = {k: round(v, 3) for k, v in log.timings.items()}
         r.summary.stage_cpu_s = {k: round(v, 3) for k, v in log.cpu_timings.items()}

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from . import __version__, display
+from . import __version__, display, preload
 from .contract import SOURCE_COLUMNS
 
 
@@ -15,6 +15,7 @@ def write_all(directory, frame, wcs, summary, sources, cal, data_sub, log):
     preview here (the two halves take about the same time on a 4096x4096
     frame)."""
     import multiprocessing
+    preload.wait()
     plotter = multiprocessing.get_context("fork").Process(
         target=_write_source_plots, args=(directory, data_sub, frame.data.shape, sources, cal, summary))
     plotter.start()
@@ -38,9 +39,10 @@ PLOT_ERROR = ".plot-error"
 
 
 def _write_source_plots(directory, *args):
-    """``plots.write_source_plots``, matplotlib imported here: in the child
-    only.  A failure's traceback goes to a file for the parent to log (the
-    child's stderr is the command's, which says one line)."""
+    """``plots.write_source_plots`` in the child (the parent has imported
+    the module ahead, ``preload``).  A failure's traceback goes to a file
+    for the parent to log (the child's stderr is the command's, which says
+    one line)."""
     import os
     import traceback
     try:
