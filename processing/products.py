@@ -40,7 +40,7 @@ PLOT_ERROR = ".plot-error"
 
 def _write_source_plots(directory, *args):
     """``plots.write_source_plots`` in the child (the parent has imported
-    the module ahead, ``preload``).  A failure's traceback goes to a file
+    pyplot ahead, ``preload``).  A failure's traceback goes to a file
     for the parent to log (the child's stderr is the command's, which says
     one line)."""
     import os
