@@ -3,9 +3,9 @@ in a thread.
 
 photutils.psf (which brings matplotlib) takes 0.6 s to import, paid the
 first time a process builds a PSF, and pyplot 0.15 s more in the plotting
-child.  Load, background and detection spend most of their time in C code
-that lets another thread run, so these imports cost the benchmark's wall
-time about 0.1 s instead of 0.5 s.  pyplot is imported, not set to a
+child.  Background and detection, which follow the input's checks, spend
+most of their time in C code that lets another thread run, so these
+imports cost the benchmark's wall time about 0.1 s instead of 0.5 s.  pyplot is imported, not set to a
 backend: the child's ``plots`` chooses Agg, and a notebook's backend stays
 as it is.  A process must not fork while another of its threads may hold
 an import lock (the child would wait on it for ever): ``wait`` before
