@@ -5,11 +5,11 @@ photutils.psf (which brings matplotlib) takes 0.6 s to import, paid the
 first time a process builds a PSF, and pyplot 0.15 s more in the plotting
 child.  Background and detection, which follow the input's checks, spend
 most of their time in C code that lets another thread run, so these
-imports cost the benchmark's wall time about 0.1 s instead of 0.5 s.  pyplot is imported, not set to a
-backend: the child's ``plots`` chooses Agg, and a notebook's backend stays
-as it is.  A process must not fork while another of its threads may hold
-an import lock (the child would wait on it for ever): ``wait`` before
-forking.
+imports cost the benchmark's wall time about 0.1 s instead of 0.5 s.
+pyplot is imported, not set to a backend: the child's ``plots`` chooses
+Agg, and a notebook's backend stays as it is.  A process must not fork
+while another of its threads may hold an import lock (the child would wait
+on it for ever): ``wait`` before forking.
 """
 import importlib
 import sys
@@ -39,5 +39,5 @@ def _import_all():
     for name in MODULES:
         try:
             importlib.import_module(name)
-        except Exception:       # noqa: BLE001 - the stage that needs it imports it again and says why
+        except Exception:       # the stage that needs it imports it again and says why
             return

@@ -139,6 +139,40 @@ def test_cli_exit_code_and_one_line(tmp_path):
     assert "Traceback" not in run.stderr
 
 
+PRELOAD_CHECK = """
+import sys, threading
+from processing.config import Config
+from processing.errors import InputError
+from processing.pipeline import reduce
+try:
+    reduce(sys.argv[1], sys.argv[3] + "/bad", Config(enrichment={}))
+except InputError:
+    pass
+print("after refusal", "photutils.psf" in sys.modules)
+reduce(sys.argv[2], sys.argv[3] + "/good",
+       Config(enrichment={}, refcat={"kind": "file", "path": sys.argv[3] + "/ref.fits"}))
+print("after reduction", [t.name for t in threading.enumerate() if t.name == "preload"],
+      "photutils.psf" in sys.modules, "matplotlib.pyplot" in sys.modules, "processing.plots" in sys.modules)
+"""
+
+
+def test_imports_ahead_start_after_the_input_checks_and_end_with_the_reduction(tmp_path, small_sim):
+    """``processing.preload`` in a new interpreter: a frame the input checks
+    refuse fails without it (nothing more imported); a reduced frame leaves
+    no import thread running (the plotting fork is safe), the modules
+    imported, and the parent without the plotting module, which would set
+    matplotlib's backend in the caller's process."""
+    bad = tmp_path / "bad.fits"
+    bad.write_text("not fits")
+    small_sim.catalogue.write(tmp_path / "ref.fits")
+    good = small_sim.write(tmp_path / "good.fits")
+    run = subprocess.run([sys.executable, "-c", PRELOAD_CHECK, str(bad), str(good), str(tmp_path)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.splitlines() == ["after refusal False", "after reduction [] True True False"]
+    assert (tmp_path / "good" / "detections.png").exists()
+
+
 def test_a_directory_without_frames_is_refused_with_one_line(tmp_path):
     (tmp_path / "night").mkdir()
     (tmp_path / "night" / "notes.txt").write_text("clouds")
