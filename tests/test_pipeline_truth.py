@@ -70,7 +70,7 @@ def _scatter(z):
     """The standard deviation of ``z`` after 3-sigma clipping.  Not the
     MAD-based one: on the 47 stars above S/N 300 that estimate is itself
     uncertain by +/- 15 %, as wide as the bounds tested (pooled over six
-    skies the two agree within 0.1)."""
+    skies the two agree within 0.13)."""
     return sigma_clipped_stats(z, sigma=3.0)[2]
 
 
