@@ -106,7 +106,7 @@ def psf_model(r):
     centroids sized by it."""
     det, objs = r.detections, r.detections.objs
     x, y = np.asarray(objs["x"]), np.asarray(objs["y"])
-    crowded = _neighbours_per_source(x, y, CROWDING_RADIUS_FWHM * r.fwhm0) > CROWDED_FIELD
+    crowded = _crowded(x, y, r.fwhm0)
     stars = psf.select_psf_stars(x, y, objs["flux"], det.peak, det.point_like, r.fwhm0, r.info.saturate,
                                  r.data_sub.shape, psf.CROWDED_MAX_PSF_STARS if crowded else psf.MAX_PSF_STARS)
     if len(stars) < psf.MIN_PSF_STARS:
@@ -275,7 +275,7 @@ def psf_fit(r):
         return
     _measure_stretch(r)
     r.psf_fit = _fit_all(r)
-    if _neighbours_per_source(r.x, r.y, CROWDING_RADIUS_FWHM * r.psf.fwhm) > CROWDED_FIELD:
+    if _crowded(r.x, r.y, r.psf.fwhm):
         _add_residual_detections(r)
     r.log(f"PSF fit of {len(r.x)} sources, {int(r.psf_fit.ok.sum())} good")
 
@@ -321,14 +321,18 @@ def _measure_stretch(r):
 
 
 #: a crowded field has more than CROWDED_FIELD detected neighbours per source
-#: within CROWDING_RADIUS_FWHM: there the residual image is searched for the
+#: within CROWDING_RADIUS_FWHM: there the ePSF takes more stars
+#: (``psf.CROWDED_MAX_PSF_STARS``) and the residual image is searched for the
 #: stars the first detection merged into brighter ones
 CROWDED_FIELD, CROWDING_RADIUS_FWHM = 0.3, 3.0
 
 
-def _neighbours_per_source(x, y, radius):
+def _crowded(x, y, fwhm):
+    """True when the sources at (x, y) have more than ``CROWDED_FIELD``
+    neighbours each within ``CROWDING_RADIUS_FWHM`` times ``fwhm`` (px)."""
     from scipy.spatial import cKDTree
-    return 2.0 * len(cKDTree(np.column_stack([x, y])).query_pairs(radius)) / max(len(x), 1)
+    pairs = cKDTree(np.column_stack([x, y])).query_pairs(CROWDING_RADIUS_FWHM * fwhm)
+    return 2.0 * len(pairs) / max(len(x), 1) > CROWDED_FIELD
 
 
 def _add_residual_detections(r):
